@@ -1,0 +1,107 @@
+"""Checkpoint directories: self-contained (weights, optimizer, step, vocabulary, config).
+
+Layout of a checkpoint directory:
+    model.pt       model state_dict (tensors only: loaded with torch.load(weights_only=True))
+    optimizer.pt   optimizer state_dict (tensors and plain values only)
+    state.json     step, epoch, elapsed training time, best validation BLEU, metrics at save time
+    config.yaml    the resolved run config
+    vocab/         vocab.json (+ spm.model)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import yaml
+
+from job.config import Config, dump_config, validate_config
+from job.model import Seq2Seq, build_model
+from job.vocab import Vocabulary
+
+MODEL_FILE = "model.pt"
+OPTIMIZER_FILE = "optimizer.pt"
+STATE_FILE = "state.json"
+CONFIG_FILE = "config.yaml"
+VOCAB_DIR = "vocab"
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def write_checkpoint(directory: str, model: Seq2Seq, optimizer: torch.optim.Optimizer | None, state: dict,
+                     cfg: Config, vocab: Vocabulary) -> None:
+    os.makedirs(directory, exist_ok=True)
+    torch.save(model.state_dict(), os.path.join(directory, MODEL_FILE))
+    if optimizer is not None:
+        torch.save(optimizer.state_dict(), os.path.join(directory, OPTIMIZER_FILE))
+    with open(os.path.join(directory, STATE_FILE), "w") as f:
+        json.dump(state, f, indent=1)
+    with open(os.path.join(directory, CONFIG_FILE), "w") as f:
+        f.write(dump_config(cfg))
+    vocab.save(os.path.join(directory, VOCAB_DIR))
+
+
+@dataclass
+class LoadedCheckpoint:
+    directory: str
+    cfg: Config
+    vocab: Vocabulary
+    state: dict
+
+    def model(self, device: torch.device | str = "cpu") -> Seq2Seq:
+        model = build_model(self.cfg.model, self.vocab.src_size, self.vocab.tgt_size)
+        weights = torch.load(os.path.join(self.directory, MODEL_FILE), map_location="cpu", weights_only=True)
+        check_weights_match(weights, model, self.directory)
+        model.load_state_dict(weights)
+        return model.to(device)
+
+    def optimizer_state(self) -> dict | None:
+        path = os.path.join(self.directory, OPTIMIZER_FILE)
+        if not os.path.exists(path):
+            return None
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def check_weights_match(weights: dict, model: Seq2Seq, where: str) -> None:
+    """Refuse weights whose shapes do not fit the model built from the checkpoint's config+vocab."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    wrong = [f"{k}: checkpoint {tuple(weights[k].shape)} vs model {tuple(v.shape)}"
+             for k, v in expected.items() if k in weights and tuple(weights[k].shape) != tuple(v.shape)]
+    if missing or unexpected or wrong:
+        detail = "; ".join(filter(None, [
+            f"missing {missing[:5]}" if missing else "", f"unexpected {unexpected[:5]}" if unexpected else "", "; ".join(wrong[:5]),
+        ]))
+        raise CheckpointError(f"{where}: weights do not match the vocabulary/config stored with them ({detail})")
+
+
+def read_checkpoint(directory: str) -> LoadedCheckpoint:
+    for name in (MODEL_FILE, STATE_FILE, CONFIG_FILE, VOCAB_DIR):
+        if not os.path.exists(os.path.join(directory, name)):
+            raise CheckpointError(f"{directory} is not a complete checkpoint: {name} is missing")
+    with open(os.path.join(directory, CONFIG_FILE)) as f:
+        cfg = validate_config(yaml.safe_load(f), os.path.join(directory, CONFIG_FILE))
+    with open(os.path.join(directory, STATE_FILE)) as f:
+        state = json.load(f)
+    vocab = Vocabulary.load(os.path.join(directory, VOCAB_DIR))
+    return LoadedCheckpoint(directory, cfg, vocab, state)
+
+
+@contextmanager
+def local_checkpoint(path: str):
+    """A local directory with the checkpoint's files (downloaded first if `path` is a URI)."""
+    if "://" not in path:
+        if not os.path.isdir(path):
+            raise CheckpointError(f"checkpoint not found: {path}")
+        yield path
+        return
+    from ray.train import Checkpoint
+
+    with Checkpoint(path).as_directory() as d:
+        yield d

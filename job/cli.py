@@ -1,0 +1,131 @@
+"""Command line: `python -m job <command>` or `seq2seq <command>`.
+
+    train      read the corpus, build the vocabulary, train with Ray Train (DDP), score the test split
+    translate  bulk-translate a corpus with a checkpoint (Ray Data)
+    evaluate   translate a corpus with references and print BLEU / chrF with sacrebleu's signatures
+
+The last line each command prints on stdout is one JSON object (for scripts and CI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from job.config import ConfigError, load_config
+
+DEFAULT_CONFIG = "configs/sample.yaml"
+
+
+def _add_ray_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else an embedded local cluster)")
+    p.add_argument("--verbose", action="store_true", help="show Ray's own logs and progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="seq2seq", description="LSTM encoder-decoder translation trained with PyTorch DDP on Ray.",
+        epilog="Run `seq2seq <command> --help` for a command's options.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    p = sub.add_parser("train", help="train a model and score it on the test split",
+                       description="Read the corpus with Ray Data, build the shared vocabulary once, train the LSTM "
+                                   "encoder-decoder with Ray Train workers under DDP, keep checkpoints in "
+                                   "storage_path/name, then bulk-translate the test split and print BLEU/chrF.")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML run config (default: {DEFAULT_CONFIG})")
+    p.add_argument("--set", nargs="+", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
+                   help="override config keys, e.g. --set train.lr=5e-4 scaling.num_workers=1")
+    p.add_argument("--resume", action="store_true", help="continue the run storage_path/name from its latest checkpoint")
+    _add_ray_args(p)
+
+    p = sub.add_parser("translate", help="bulk-translate a corpus with a checkpoint",
+                       description="Translate every row of a CSV/TSV/Parquet/text corpus with Ray Data; writes one output "
+                                   "row per input row (id, source, translation, score, status) in input order.")
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory (local path or URI)")
+    p.add_argument("--input", required=True, help="input file, directory or glob (.csv, .tsv, .parquet, .txt)")
+    p.add_argument("--output", required=True, help="output file: .parquet (default) or .csv")
+    p.add_argument("--column", default="source", help="source text column (default: source)")
+    p.add_argument("--id-column", default=None, help="column carried through as id (default: 'id' if present, else row numbers)")
+    p.add_argument("--actors", type=int, default=None, help="translator actors (default: one per CPU, or per GPU with --gpu)")
+    p.add_argument("--batch-size", type=int, default=None, help="sentences per decoding batch (default: the checkpoint's translate.batch_size)")
+    p.add_argument("--gpu", action="store_true", help="one GPU per translator actor")
+    _add_ray_args(p)
+
+    p = sub.add_parser("evaluate", help="BLEU and chrF of a checkpoint on a corpus with references",
+                       description="Translate the source column and score against the target column with sacrebleu "
+                                   "(detokenised output, default 13a tokenisation); prints the signatures.")
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory (local path or URI)")
+    p.add_argument("--input", required=True, help="corpus with source and reference columns")
+    p.add_argument("--column", default="source", help="source column (default: source)")
+    p.add_argument("--reference-column", default="target", help="reference column (default: target)")
+    p.add_argument("--output", default=None, help="also write the translations here (.csv or .parquet)")
+    p.add_argument("--actors", type=int, default=None, help="translator actors")
+    p.add_argument("--gpu", action="store_true", help="one GPU per translator actor")
+    _add_ray_args(p)
+    return parser
+
+
+def _cmd_train(args) -> dict:
+    from job.pipeline import init_ray, run_train
+
+    cfg = load_config(args.config, args.overrides)
+    init_ray(args.address, args.verbose)
+    return run_train(cfg, resume=args.resume)
+
+
+def _translate(args, reference_column: str | None, output: str) -> dict:
+    from job.checkpoint import local_checkpoint, read_checkpoint
+    from job.pipeline import init_ray
+    from job.translate import bulk_translate, default_actors, read_for_translation
+
+    with local_checkpoint(args.checkpoint) as d:
+        ckpt_cfg = read_checkpoint(d).cfg
+    init_ray(args.address, args.verbose)
+    extra = [reference_column] if reference_column else []
+    ds = read_for_translation(args.input, args.column, extra)
+    id_column = getattr(args, "id_column", None)
+    if id_column is None and "id" in ds.schema().names:
+        id_column = "id"
+    elif id_column and id_column not in ds.schema().names:
+        raise ConfigError(f"{args.input}: --id-column {id_column!r} not found; columns are {ds.schema().names}")
+    return bulk_translate(args.checkpoint, ds, output, source_column=args.column, id_column=id_column,
+                          reference_column=reference_column, num_actors=args.actors or default_actors(args.gpu),
+                          use_gpu=args.gpu, batch_size=getattr(args, "batch_size", None) or ckpt_cfg.translate.batch_size)
+
+
+def _cmd_translate(args) -> dict:
+    res = _translate(args, None, args.output)
+    return {"output": res["output"], "rows": res["rows"], "status": res["status"]}
+
+
+def _cmd_evaluate(args) -> dict:
+    import os
+    import tempfile
+
+    from job.evaluate import score
+
+    with tempfile.TemporaryDirectory() as tmp:
+        res = _translate(args, args.reference_column, args.output or os.path.join(tmp, "translations.parquet"))
+    scorable = [(h, r) for h, r in zip(res["hypotheses"], res["references"]) if r]
+    scores = score([h for h, _ in scorable], [r for _, r in scorable])
+    print(scores.pop("bleu_detail"), file=sys.stderr)
+    return {**scores, "rows": res["rows"], "status": res["status"], **({"output": args.output} if args.output else {})}
+
+
+COMMANDS = {"train": _cmd_train, "translate": _cmd_translate, "evaluate": _cmd_evaluate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from job.checkpoint import CheckpointError
+    from job.data import DataError
+
+    try:
+        result = COMMANDS[args.command](args)
+    except (ConfigError, DataError, CheckpointError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, default=str))
+    return 0

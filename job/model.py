@@ -1,0 +1,163 @@
+"""LSTM encoder-decoder, plain PyTorch (no Ray here).
+
+The seed's architecture made correct: embeddings in front of the LSTMs, packed padded source
+sequences, padding ignored in the loss. On top of it, Luong-style global attention (the default):
+the decoder LSTM runs over the whole target prefix in one call, then every decoder state attends
+over the encoder outputs with padded source positions masked. `attention: none` is the seed's
+plain encoder-decoder (final encoder state initialises the decoder, output = Linear(decoder state)).
+
+Shapes: B batch, S source length, T target length, H hidden size, E embedding size, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from job.config import ModelConfig
+from job.vocab import PAD
+
+
+class Encoder(nn.Module):
+    def __init__(self, embed: nn.Embedding, cfg: ModelConfig):
+        super().__init__()
+        self.embed = embed
+        self.bidirectional = cfg.bidirectional
+        per_dir = cfg.hidden_size // 2 if cfg.bidirectional else cfg.hidden_size
+        self.lstm = nn.LSTM(
+            cfg.embedding_dim, per_dir, cfg.num_layers, batch_first=True,
+            bidirectional=cfg.bidirectional, dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
+        )
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, src: torch.Tensor, src_len: torch.Tensor):
+        """src: (B, S) ids, src_len: (B,) -> outputs (B, S, H), state (h, c) each (L, B, H)."""
+        x = self.dropout(self.embed(src))
+        packed = pack_padded_sequence(x, src_len.cpu(), batch_first=True, enforce_sorted=False)
+        out, (h, c) = self.lstm(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=src.size(1))
+        if self.bidirectional:
+            # h: (L*2, B, H/2) -> (L, B, H): concatenate the forward and backward final states.
+            h, c = (torch.cat([s[0::2], s[1::2]], dim=-1) for s in (h, c))
+        return out, (h, c)
+
+
+class LuongAttention(nn.Module):
+    """Global attention, 'general' score: score(h_t, h_s) = h_t^T W h_s."""
+
+    def __init__(self, hidden: int, out_dim: int):
+        super().__init__()
+        self.key = nn.Linear(hidden, hidden, bias=False)
+        self.combine = nn.Linear(2 * hidden, out_dim, bias=False)
+
+    def keys(self, enc_out: torch.Tensor) -> torch.Tensor:
+        """enc_out: (B, S, H) -> W h_s, (B, S, H); computed once per batch."""
+        return self.key(enc_out)
+
+    def forward(self, dec_out, keys, enc_out, src_mask):
+        """dec_out: (B, T, H), keys/enc_out: (B, S, H), src_mask: (B, S) True at real tokens.
+
+        Returns attentional states (B, T, out_dim) and weights (B, T, S).
+        """
+        scores = torch.bmm(dec_out, keys.transpose(1, 2))  # (B, T, S)
+        scores = scores.masked_fill(~src_mask.unsqueeze(1), float("-inf"))
+        weights = torch.softmax(scores, dim=-1)
+        context = torch.bmm(weights, enc_out)  # (B, T, H)
+        return torch.tanh(self.combine(torch.cat([context, dec_out], dim=-1))), weights
+
+
+class Decoder(nn.Module):
+    def __init__(self, embed: nn.Embedding, cfg: ModelConfig, vocab_size: int):
+        super().__init__()
+        self.embed = embed
+        self.lstm = nn.LSTM(
+            cfg.embedding_dim, cfg.hidden_size, cfg.num_layers, batch_first=True,
+            dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
+        )
+        out_dim = cfg.embedding_dim if cfg.tie_embeddings else cfg.hidden_size
+        self.attention = LuongAttention(cfg.hidden_size, out_dim) if cfg.attention == "luong" else None
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.out = nn.Linear(out_dim, vocab_size)
+        if cfg.tie_embeddings:
+            self.out.weight = embed.weight
+
+    def forward(self, tgt_in, state, enc_out, keys, src_mask):
+        """tgt_in: (B, T) ids -> features (B, T, out_dim), new state, attention (B, T, S) or None.
+
+        Call with T = full target length under teacher forcing, or T = 1 step by step.
+        """
+        x = self.dropout(self.embed(tgt_in))
+        dec_out, state = self.lstm(x, state)
+        weights = None
+        if self.attention is not None:
+            dec_out, weights = self.attention(dec_out, keys, enc_out, src_mask)
+        return self.dropout(dec_out), state, weights
+
+
+class Seq2Seq(nn.Module):
+    def __init__(self, cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int):
+        super().__init__()
+        if cfg.share_embeddings and src_vocab_size != tgt_vocab_size:
+            raise ValueError("model.share_embeddings requires a joint vocabulary (same size on both sides)")
+        self.cfg = cfg
+        src_embed = nn.Embedding(src_vocab_size, cfg.embedding_dim, padding_idx=PAD)
+        tgt_embed = src_embed if cfg.share_embeddings else nn.Embedding(tgt_vocab_size, cfg.embedding_dim, padding_idx=PAD)
+        for emb in {id(src_embed): src_embed, id(tgt_embed): tgt_embed}.values():
+            nn.init.normal_(emb.weight, std=cfg.embedding_dim ** -0.5)
+            with torch.no_grad():
+                emb.weight[PAD].zero_()
+        self.encoder = Encoder(src_embed, cfg)
+        self.decoder = Decoder(tgt_embed, cfg, tgt_vocab_size)
+
+    def encode(self, src, src_len):
+        enc_out, state = self.encoder(src, src_len)
+        positions = torch.arange(src.size(1), device=src.device)
+        src_mask = positions.unsqueeze(0) < src_len.to(src.device).unsqueeze(1)  # (B, S) True at real tokens
+        keys = self.decoder.attention.keys(enc_out) if self.decoder.attention is not None else None
+        return enc_out, state, keys, src_mask
+
+    def features(self, src, src_len, tgt_in, teacher_forcing_ratio: float = 1.0):
+        """Decoder features for every target position: (B, T, out_dim).
+
+        teacher_forcing_ratio 1.0 runs the decoder over the whole target in one LSTM call.
+        Below 1.0 it is the seed's per-step loop: at each step a coin decides whether the next
+        input is the reference token or the model's own previous prediction.
+        """
+        enc_out, state, keys, src_mask = self.encode(src, src_len)
+        if teacher_forcing_ratio >= 1.0:
+            feats, _, _ = self.decoder(tgt_in, state, enc_out, keys, src_mask)
+            return feats
+        steps = []
+        inp = tgt_in[:, :1]
+        for t in range(tgt_in.size(1)):
+            feat, state, _ = self.decoder(inp, state, enc_out, keys, src_mask)
+            steps.append(feat)
+            if t + 1 < tgt_in.size(1):
+                if torch.rand(()) < teacher_forcing_ratio:
+                    inp = tgt_in[:, t + 1 : t + 2]
+                else:
+                    inp = self.decoder.out(feat).argmax(-1)
+        return torch.cat(steps, dim=1)
+
+    def forward(self, src, src_len, tgt_in, tgt_out, label_smoothing: float = 0.0, teacher_forcing_ratio: float = 1.0):
+        """Summed cross-entropy over real target tokens and their count.
+
+        src: (B, S), src_len: (B,), tgt_in: (B, T) = BOS + target, tgt_out: (B, T) = target + EOS,
+        PAD-padded. Padding never reaches the output layer: only real positions are projected.
+        """
+        feats = self.features(src, src_len, tgt_in, teacher_forcing_ratio)
+        mask = tgt_out != PAD
+        logits = self.decoder.out(feats[mask])  # (N, V), N real tokens only
+        target = tgt_out[mask]
+        loss = F.cross_entropy(logits.float(), target, reduction="sum", label_smoothing=label_smoothing)
+        return loss, target.numel()
+
+
+def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Seq:
+    return Seq2Seq(cfg, src_vocab_size, tgt_vocab_size)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())

@@ -1,0 +1,131 @@
+"""The train command end to end, on the driver: corpus -> vocabulary -> DDP training -> test scores.
+
+Run directory (storage_path/name/):
+    config.yaml        the resolved config        vocab/          the shared vocabulary
+    data.json          rows read/used/rejected    rejects/        rejected rows, by split
+    metrics.jsonl      training + validation log  checkpoint_*/   Ray Train's checkpoints
+    test_translations.csv, summary.json
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+
+import ray
+import yaml
+
+from job import storage
+from job.checkpoint import CONFIG_FILE, VOCAB_DIR
+from job.config import CHECKPOINT_SHAPING_KEYS, Config, ConfigError, diff_configs, dump_config
+from job.data import DataError, Split, classify, encode, iter_text_pairs, write_rejects
+from job.evaluate import score
+from job.train import best_checkpoint, fit
+from job.translate import bulk_translate, default_actors
+from job.vocab import Vocabulary, build_vocab
+
+log = logging.getLogger("job")
+
+
+def init_ray(address: str | None = None, verbose: bool = False) -> None:
+    """Connect to the cluster in RAY_ADDRESS / --address (ray job submit sets it), else start an
+    embedded local cluster sized to this machine."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    level = logging.INFO if verbose else logging.WARNING
+    if address:
+        ray.init(address=address, logging_level=level)
+    else:
+        ray.init(address="local", include_dashboard=False, logging_level=level)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = verbose
+
+
+def _check_run_dir(cfg: Config, resume: bool) -> Vocabulary | None:
+    """Refuse to overwrite a run; on --resume, refuse config changes that break its checkpoints."""
+    cfg_path = storage.join(cfg.run_dir, CONFIG_FILE)
+    if not storage.exists(cfg_path):
+        if resume:
+            raise ConfigError(f"--resume: no run to resume at {cfg.run_dir} (no {CONFIG_FILE})")
+        return None
+    if not resume:
+        raise ConfigError(f"run directory {cfg.run_dir} already exists; pass --resume to continue it, "
+                          f"or start a new run with --set name=<new name>")
+    old = yaml.safe_load(storage.read_text(cfg_path))
+    new = cfg.model_dump(mode="json")
+    changed = [d for key in CHECKPOINT_SHAPING_KEYS for d in diff_configs(old.get(key, {}), new.get(key, {}), key + ".")]
+    if changed:
+        raise ConfigError("--resume: these keys differ from the run's config and would make its checkpoints invalid: "
+                          + "; ".join(changed))
+    return Vocabulary.load(storage.join(cfg.run_dir, VOCAB_DIR)) if not storage.is_uri(cfg.run_dir) else \
+        Vocabulary.from_files({n: storage.read_bytes(storage.join(cfg.run_dir, VOCAB_DIR, n))
+                               for n in ("vocab.json", "spm.model") if storage.exists(storage.join(cfg.run_dir, VOCAB_DIR, n))})
+
+
+def _save_vocab(vocab: Vocabulary, run_dir: str) -> None:
+    for name, data in vocab.to_files().items():
+        storage.write_bytes(storage.join(run_dir, VOCAB_DIR, name), data)
+
+
+def prepare_data(cfg: Config, vocab: Vocabulary | None) -> tuple[dict[str, Split], Vocabulary]:
+    """Read and classify every split, build the vocabulary once (unless resuming), encode."""
+    d = cfg.data
+    t0 = time.perf_counter()
+    splits = {"train": classify(d.train, "train", d.source_column, d.target_column)}
+    for name in ("valid", "test"):
+        path = getattr(d, name)
+        if path:
+            splits[name] = classify(path, name, d.source_column, d.target_column)
+    if splits["train"].used == 0:
+        raise DataError(f"{d.train}: no usable training rows ({splits['train'].summary()['rejected']})")
+    if vocab is None:
+        vocab = build_vocab(cfg.vocab, iter_text_pairs(splits["train"].ok()))
+        print(f"[data] built {vocab.kind} vocabulary: {vocab.src_size} source / {vocab.tgt_size} target tokens", flush=True)
+    for name in ("train", "valid"):
+        if name in splits:
+            splits[name] = encode(splits[name], vocab, d.max_length)
+    for name, split in splits.items():
+        write_rejects(split, storage.join(cfg.run_dir, "rejects", f"{name}.csv"))
+        s = split.summary()
+        print(f"[data] {name}: {s['read']} rows read, {s['used']} used, rejected {s['rejected'] or 'none'}", flush=True)
+    print(f"[data] prepared in {time.perf_counter() - t0:.1f}s", flush=True)
+    return splits, vocab
+
+
+def run_train(cfg: Config, resume: bool = False) -> dict:
+    started = time.perf_counter()
+    vocab = _check_run_dir(cfg, resume)
+    splits, vocab = prepare_data(cfg, vocab)
+    storage.makedirs(cfg.run_dir)
+    storage.write_text(storage.join(cfg.run_dir, CONFIG_FILE), dump_config(cfg))
+    _save_vocab(vocab, cfg.run_dir)
+    data_summary = {name: s.summary() for name, s in splits.items()}
+    storage.write_text(storage.join(cfg.run_dir, "data.json"), json.dumps(data_summary, indent=1))
+
+    train = splits["train"].ok().random_shuffle(seed=cfg.train.seed).materialize()
+    valid = splits["valid"].ok().materialize() if "valid" in splits and splits["valid"].used else None
+    result = fit(cfg, vocab, train, valid, splits["train"].used)
+    if result.error:
+        raise result.error
+    best_path, best_metrics = best_checkpoint(result)
+    summary = {"run_dir": cfg.run_dir, "best_checkpoint": best_path, "best_valid_bleu": best_metrics.get("valid_bleu"),
+               "best_step": best_metrics.get("step"), "test_bleu": None, "test_chrf": None}
+
+    if "test" in splits and splits["test"].used:
+        out = storage.join(cfg.run_dir, "test_translations.csv")
+        res = bulk_translate(best_path, splits["test"].ok(), out, source_column="source", reference_column="target",
+                             num_actors=cfg.translate.num_actors or default_actors(cfg.scaling.use_gpu),
+                             use_gpu=cfg.scaling.use_gpu, batch_size=cfg.translate.batch_size, progress=False)
+        scores = score(res["hypotheses"], res["references"])
+        summary.update(test_bleu=scores["bleu"], test_chrf=scores["chrf"], test_sentences=scores["sentences"],
+                       bleu_signature=scores["bleu_signature"], chrf_signature=scores["chrf_signature"],
+                       test_translations=out)
+        print(f"[test] BLEU {scores['bleu']:.2f}  chrF {scores['chrf']:.2f}  ({scores['sentences']} sentences, "
+              f"{scores['bleu_signature']})", flush=True)
+    summary["data"] = data_summary
+    summary["wall_s"] = round(time.perf_counter() - started, 1)
+    storage.write_text(storage.join(cfg.run_dir, "summary.json"), json.dumps(summary, indent=1))
+    return summary

@@ -1,0 +1,80 @@
+"""Files in the run directory, which may be a local path or a URI (s3://, gs://) that pyarrow reaches.
+
+Local writes go to a temporary name first and are renamed into place, so a reader never sees a
+half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from contextlib import contextmanager
+
+import pyarrow.fs as pafs
+
+
+def is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def join(base: str, *parts: str) -> str:
+    if is_uri(base):
+        return "/".join([base.rstrip("/"), *parts])
+    return os.path.join(base, *parts)
+
+
+def _fs(path: str) -> tuple[pafs.FileSystem, str]:
+    if is_uri(path):
+        return pafs.FileSystem.from_uri(path)
+    return pafs.LocalFileSystem(), os.path.abspath(path)
+
+
+def exists(path: str) -> bool:
+    fs, p = _fs(path)
+    return fs.get_file_info(p).type != pafs.FileType.NotFound
+
+
+def read_bytes(path: str) -> bytes:
+    fs, p = _fs(path)
+    with fs.open_input_stream(p) as f:
+        return f.read()
+
+
+def read_text(path: str) -> str:
+    return read_bytes(path).decode("utf-8")
+
+
+def makedirs(path: str) -> None:
+    fs, p = _fs(path)
+    fs.create_dir(p, recursive=True)
+
+
+@contextmanager
+def open_output(path: str):
+    """A binary output stream that lands at `path` only if the block completes."""
+    fs, p = _fs(path)
+    parent = p.rsplit("/", 1)[0]
+    if parent:
+        fs.create_dir(parent, recursive=True)
+    if not is_uri(path):
+        tmp = f"{p}.tmp-{uuid.uuid4().hex[:8]}"
+        try:
+            with open(tmp, "wb") as f:
+                yield f
+            os.replace(tmp, p)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return
+    # Object stores publish an object only when its upload completes.
+    with fs.open_output_stream(p) as f:
+        yield f
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    with open_output(path) as f:
+        f.write(data)
+
+
+def write_text(path: str, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))

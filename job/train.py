@@ -1,0 +1,349 @@
+"""Training under Ray Train: the per-worker loop (plain PyTorch + DDP) and the TorchTrainer that runs it.
+
+Every worker takes the same number of steps: before each step the workers agree (one small
+all-reduce) whether all of them still have a batch and whether the time budget is spent, and
+on the learning rate's progress, so no worker ever waits alone in a collective.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import ray.train
+import ray.train.torch
+import sacrebleu
+import torch
+import torch.distributed as dist
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from job import storage
+from job.batching import Batch, chunk_batches
+from job.checkpoint import read_checkpoint, write_checkpoint
+from job.config import Config
+from job.data import list_column
+from job.model import build_model, count_parameters
+from job.search import decode_ids
+from job.vocab import Vocabulary
+
+METRICS_FILE = "metrics.jsonl"
+
+
+# ----------------------------------------------------------------------------- worker side
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _all_reduce(values: list[float], op=None) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64)
+    if _distributed():
+        if dist.get_backend() == "nccl":
+            t = t.cuda()
+        dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
+    return t.cpu().tolist()
+
+
+def lr_factor(cfg, step: int, progress: float) -> float:
+    """Warm-up over train.warmup_steps, then decay to min_lr_ratio as progress goes 0 -> 1."""
+    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    p = min(max(progress, 0.0), 1.0)
+    if cfg.lr_schedule == "constant":
+        decay = 1.0
+    elif cfg.lr_schedule == "linear":
+        decay = 1.0 - (1.0 - cfg.min_lr_ratio) * p
+    else:
+        decay = cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * p))
+    return warm * decay
+
+
+class MetricsLog:
+    """metrics.jsonl in the run directory, written by rank 0 only; rewritten whole on each flush
+    (it is small) so it works on object stores too. On resume, rows after the checkpoint's step
+    are dropped: those steps are trained again."""
+
+    def __init__(self, run_dir: str, resume_step: int):
+        self.path = storage.join(run_dir, METRICS_FILE)
+        self.rows: list[str] = []
+        if resume_step and storage.exists(self.path):
+            for line in storage.read_text(self.path).splitlines():
+                if line.strip() and json.loads(line).get("step", 0) <= resume_step:
+                    self.rows.append(line)
+
+    def add(self, row: dict) -> None:
+        self.rows.append(json.dumps(row))
+        storage.write_text(self.path, "\n".join(self.rows) + "\n")
+
+
+@dataclass
+class ValidSet:
+    """This worker's share of the validation set (every row is used, none dropped)."""
+
+    src_vals: np.ndarray
+    src_offs: np.ndarray
+    tgt_vals: np.ndarray
+    tgt_offs: np.ndarray
+    index: np.ndarray        # global row index of each local row
+    references: list[str]
+
+    @property
+    def src_lists(self) -> list[list[int]]:
+        v, o = self.src_vals, self.src_offs
+        return [v[o[i]:o[i + 1]].tolist() for i in range(len(o) - 1)]
+
+
+def _load_valid(rank: int, world: int) -> ValidSet:
+    it = ray.train.get_dataset_shard("valid")
+    src, tgt, ref, index, seen = [], [], [], [], 0
+    for table in it.iter_batches(batch_format="pyarrow", batch_size=4096):
+        n = table.num_rows
+        keep = np.arange(seen, seen + n)
+        mine = keep % world == rank
+        sel = np.nonzero(mine)[0]
+        if len(sel):
+            t = table.take(sel)
+            src.append(t.column("src_ids")), tgt.append(t.column("tgt_ids"))
+            ref += t.column("target").to_pylist()
+            index.append(keep[sel])
+        seen += n
+    if not src:
+        empty = np.zeros(0, np.int64)
+        return ValidSet(empty, np.zeros(1, np.int64), empty, np.zeros(1, np.int64), empty, [])
+    import pyarrow as pa
+    sv, so = list_column(pa.chunked_array([c for col in src for c in col.chunks]))
+    tv, to = list_column(pa.chunked_array([c for col in tgt for c in col.chunks]))
+    return ValidSet(sv, so, tv, to, np.concatenate(index), ref)
+
+
+class EpochBatches:
+    """Token-budget batches over this worker's shard for one epoch, bucketed and shuffled chunk by
+    chunk. `drain()` reads the rest of the shard without training on it, so that Ray Data's
+    streaming split sees every worker finish the epoch before the next one starts."""
+
+    def __init__(self, shard, cfg: Config, rng: np.random.Generator):
+        self.tables = iter(shard.iter_batches(batch_format="pyarrow", batch_size=cfg.train.shuffle_chunk_rows, prefetch_batches=1))
+        self.batches = iter(())
+        self.cfg, self.rng = cfg, rng
+
+    def next(self) -> Batch | None:
+        while True:
+            batch = next(self.batches, None)
+            if batch is not None:
+                return batch
+            table = next(self.tables, None)
+            if table is None:
+                return None
+            sv, so = list_column(table.column("src_ids"))
+            tv, to = list_column(table.column("tgt_ids"))
+            self.batches = chunk_batches(sv, so, tv, to, self.cfg.train.batch_tokens, self.rng)
+
+    def drain(self) -> None:
+        for _ in self.tables:
+            pass
+
+
+@torch.no_grad()
+def validate(model, valid: ValidSet, vocab: Vocabulary, cfg: Config, device) -> dict:
+    """Loss/perplexity over every validation row and BLEU/chrF over the first valid_bleu_max_rows."""
+    model.eval()
+    loss_sum, tokens = 0.0, 0
+    rng = np.random.default_rng(0)
+    if len(valid.index):
+        for batch in chunk_batches(valid.src_vals, valid.src_offs, valid.tgt_vals, valid.tgt_offs, cfg.train.batch_tokens, rng):
+            b = batch.to(device)
+            with _autocast(device):
+                loss, n = model(b.src, b.src_len, b.tgt_in, b.tgt_out)
+            loss_sum += float(loss)
+            tokens += n
+    limit = cfg.train.valid_bleu_max_rows
+    pick = [i for i, g in enumerate(valid.index) if limit is None or g < limit]
+    sources = valid.src_lists
+    decoded = decode_ids(model, [sources[i] for i in pick], batch_size=cfg.translate.batch_size,
+                         max_src_len=cfg.data.max_length, max_length_ratio=cfg.translate.max_length_ratio, device=device)
+    hyps = vocab.decode_tgt(decoded.ids)
+    mine = [(int(valid.index[i]), h, valid.references[i]) for i, h in zip(pick, hyps)]
+    gathered = [mine]
+    if _distributed():
+        gathered = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, mine)
+    rows = sorted(r for part in gathered for r in part)
+    loss_sum, tokens = _all_reduce([loss_sum, float(tokens)])
+    model.train()
+    out = {"valid_loss": loss_sum / max(tokens, 1.0), "valid_rows": len(rows)}
+    out["valid_ppl"] = math.exp(min(out["valid_loss"], 50.0))
+    if rows:
+        hyp_list, ref_list = [r[1] for r in rows], [[r[2] for r in rows]]
+        out["valid_bleu"] = sacrebleu.corpus_bleu(hyp_list, ref_list).score
+        out["valid_chrf"] = sacrebleu.corpus_chrf(hyp_list, ref_list).score
+    return out
+
+
+def _autocast(device):
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=getattr(device, "type", str(device)) == "cuda")
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    cfg = Config.model_validate(loop_config["config"])
+    vocab = Vocabulary.from_files(loop_config["vocab_files"])
+    rows_per_worker = max(1, loop_config["train_rows"] // loop_config["num_workers"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(cfg.train.threads_per_worker or max(1, int(cfg.scaling.cpus_per_worker)))
+    device = ray.train.torch.get_device()
+    torch.manual_seed(cfg.train.seed)
+
+    model = build_model(cfg.model, vocab.src_size, vocab.tgt_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    state = {"step": 0, "epoch": 0, "elapsed_s": 0.0, "src_tokens": 0, "tgt_tokens": 0, "best_valid_bleu": None}
+    resumed = ray.train.get_checkpoint()
+    if resumed:
+        with resumed.as_directory() as d:
+            loaded = read_checkpoint(d)
+            model.load_state_dict(loaded.model().state_dict())
+            optimizer_state = loaded.optimizer_state()
+            if optimizer_state is not None:
+                optimizer.load_state_dict(optimizer_state)
+            state.update(loaded.state)
+    raw = model
+    model = ray.train.torch.prepare_model(model)
+    if rank == 0 and not resumed:
+        print(f"[train] {count_parameters(raw):,} parameters, {world} worker(s) on {device}", flush=True)
+
+    metrics = MetricsLog(loop_config["run_dir"], state["step"]) if rank == 0 else None
+    valid = _load_valid(rank, world) if loop_config["has_valid"] else None
+    shard = ray.train.get_dataset_shard("train")
+    budget_s = cfg.train.max_minutes * 60 if cfg.train.max_minutes else float("inf")
+    start_elapsed, t_start = state["elapsed_s"], time.perf_counter()
+    out_of_time = False
+    last_report_step = state["step"] if resumed else -1
+    window = {"loss": 0.0, "tokens": 0.0, "src": 0.0, "tgt": 0.0, "t": time.perf_counter()}
+
+    while state["epoch"] < cfg.train.epochs and not out_of_time:
+        rng = np.random.default_rng([cfg.train.seed, rank, state["epoch"]])
+        batches = EpochBatches(shard, cfg, rng)
+        rows_done = 0
+        while True:
+            batch = batches.next()
+            elapsed = start_elapsed + time.perf_counter() - t_start
+            progress = max(elapsed / budget_s, (state["epoch"] + rows_done / rows_per_worker) / cfg.train.epochs)
+            exhausted, elapsed, progress = _all_reduce([float(batch is None), elapsed, progress], dist.ReduceOp.MAX if _distributed() else None)
+            if elapsed >= budget_s:
+                out_of_time = True
+            if exhausted or out_of_time:
+                if exhausted and not out_of_time:
+                    batches.drain()
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.train.lr * lr_factor(cfg.train, state["step"], progress)
+            b = batch.to(device)
+            with _autocast(device):
+                loss, n = model(b.src, b.src_len, b.tgt_in, b.tgt_out, cfg.train.label_smoothing, cfg.train.teacher_forcing_ratio)
+            optimizer.zero_grad(set_to_none=True)
+            (loss / max(n, 1)).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_norm)
+            optimizer.step()
+            state["step"] += 1
+            rows_done += b.src.size(0)
+            window["loss"] += float(loss.detach())
+            window["tokens"] += n
+            window["src"] += b.src_tokens
+            window["tgt"] += b.tgt_tokens
+            if state["step"] % cfg.train.log_every_steps == 0:
+                _log_train(window, state, cfg, optimizer, progress, rows_done, rows_per_worker, elapsed, metrics)
+        if not out_of_time:
+            state["epoch"] += 1
+        elif state["step"] == last_report_step:
+            break  # the budget ran out right after a report: nothing new to validate or save
+        state["elapsed_s"] = start_elapsed + time.perf_counter() - t_start
+        last_report_step = state["step"]
+        _end_of_epoch(model, raw, optimizer, valid, vocab, cfg, device, state, metrics, rank, rows_done / rows_per_worker)
+
+
+def _log_train(window, state, cfg, optimizer, progress, rows_done, rows_per_worker, elapsed, metrics) -> None:
+    loss_sum, tokens, src, tgt = _all_reduce([window["loss"], window["tokens"], window["src"], window["tgt"]])
+    now = time.perf_counter()
+    state["src_tokens"] += int(src)
+    state["tgt_tokens"] += int(tgt)
+    if metrics is not None:
+        train_loss = loss_sum / max(tokens, 1.0)
+        row = {
+            "step": state["step"], "epoch": round(state["epoch"] + rows_done / rows_per_worker, 4),
+            "train_loss": round(train_loss, 5), "train_ppl": round(math.exp(min(train_loss, 50.0)), 3),
+            "lr": optimizer.param_groups[0]["lr"], "src_tokens": state["src_tokens"], "tgt_tokens": state["tgt_tokens"],
+            "tokens_per_s": round((src + tgt) / max(now - window["t"], 1e-9), 1), "elapsed_s": round(elapsed, 2),
+            "progress": round(progress, 4),
+        }
+        metrics.add(row)
+        print(f"[train] epoch {row['epoch']:.2f} step {row['step']} loss {row['train_loss']:.3f} "
+              f"lr {row['lr']:.2e} {row['tokens_per_s']:.0f} tok/s elapsed {elapsed:.0f}s", flush=True)
+    window.update(loss=0.0, tokens=0.0, src=0.0, tgt=0.0, t=now)
+
+
+def _end_of_epoch(model, raw, optimizer, valid, vocab, cfg, device, state, metrics, rank, epoch_frac) -> None:
+    """Validate, then report metrics and a checkpoint (rank 0 writes it; every rank reports)."""
+    result = {"step": state["step"], "epoch": state["epoch"], "elapsed_s": round(state["elapsed_s"], 2)}
+    if valid is not None:
+        result.update(validate(raw, valid, vocab, cfg, device))
+        best = state.get("best_valid_bleu")
+        if "valid_bleu" in result and (best is None or result["valid_bleu"] > best):
+            state["best_valid_bleu"] = result["valid_bleu"]
+        result["best_valid_bleu"] = state["best_valid_bleu"]
+    if metrics is not None:
+        metrics.add(result)
+        shown = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items())
+        print(f"[valid] {shown}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = None
+        if rank == 0:
+            write_checkpoint(tmp, raw, optimizer, {**state, "metrics": result}, cfg, vocab)
+            checkpoint = Checkpoint.from_directory(tmp)
+        ray.train.report(result, checkpoint=checkpoint)
+
+
+# ----------------------------------------------------------------------------- driver side
+
+def fit(cfg: Config, vocab: Vocabulary, train_ds, valid_ds, train_rows: int):
+    """Run the TorchTrainer; returns Ray Train's Result."""
+    datasets = {"train": train_ds}
+    if valid_ds is not None:
+        datasets["valid"] = valid_ds
+    score = "valid_bleu" if valid_ds is not None else None
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "config": cfg.model_dump(mode="json"), "vocab_files": vocab.to_files(), "run_dir": cfg.run_dir,
+            "train_rows": train_rows, "num_workers": cfg.scaling.num_workers, "has_valid": valid_ds is not None,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
+            resources_per_worker={"CPU": cfg.scaling.cpus_per_worker, **({"GPU": 1} if cfg.scaling.use_gpu else {})},
+        ),
+        datasets=datasets,
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        run_config=RunConfig(
+            name=cfg.name, storage_path=cfg.storage_path,
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=cfg.train.keep_checkpoints, checkpoint_score_attribute=score,
+                checkpoint_score_order="max",
+            ),
+            failure_config=FailureConfig(max_failures=cfg.scaling.max_failures),
+        ),
+    )
+    return trainer.fit()
+
+
+def best_checkpoint(result) -> tuple[str, dict]:
+    """Path and metrics of the best checkpoint by validation BLEU (else the latest)."""
+    candidates = [(c, m) for c, m in (result.best_checkpoints or []) if m.get("valid_bleu") is not None]
+    if candidates:
+        ckpt, metrics = max(candidates, key=lambda cm: (cm[1]["valid_bleu"], cm[1].get("step", 0)))
+        return ckpt.path, metrics
+    if result.checkpoint is None:
+        raise RuntimeError("training finished without a checkpoint")
+    return result.checkpoint.path, result.metrics or {}
+

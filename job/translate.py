@@ -1,0 +1,163 @@
+"""Translation: the `Translator` Python API and Ray Data bulk translation of whole corpora.
+
+Bulk translation: read (CSV/TSV/Parquet/text) -> map_batches(TranslateActor, actor pool; each
+actor loads the checkpoint once) -> one output row per input row, in input order, written to a
+temporary file and renamed into place. Output columns: id, source, translation, score, status
+(+ reference when the input has one).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import torch
+
+from job import storage
+from job.checkpoint import local_checkpoint, read_checkpoint
+from job.data import LIGHT_TASK, OK, normalise, read_table_dataset
+from job.search import decode_ids
+
+
+@dataclass
+class Translation:
+    text: str
+    score: float          # log-probability of the output (EOS included)
+    status: str = OK      # ok | empty_source | missing_source | truncated
+
+
+class Translator:
+    """Loads a checkpoint once and translates lists of sentences.
+
+    >>> Translator.from_checkpoint("runs/sample/checkpoint_...").translate(["Save file"])
+    [Translation(text='Enregistrer le fichier', score=-0.41, status='ok')]
+    """
+
+    def __init__(self, model, vocab, cfg, device: str | torch.device = "cpu"):
+        self.model, self.vocab, self.cfg, self.device = model.eval(), vocab, cfg, torch.device(device)
+
+    @classmethod
+    def from_checkpoint(cls, path: str, device: str | None = None, threads: int | None = None) -> "Translator":
+        if threads:
+            torch.set_num_threads(threads)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        with local_checkpoint(path) as d:
+            loaded = read_checkpoint(d)
+            model = loaded.model(device)
+        return cls(model, loaded.vocab, loaded.cfg, device)
+
+    def translate(self, sentences: list[str], batch_size: int | None = None) -> list[Translation]:
+        """Translate raw sentences; every input gets exactly one Translation, in order."""
+        texts = [normalise(s) if isinstance(s, str) else None for s in sentences]
+        todo = [i for i, t in enumerate(texts) if t]
+        out = [Translation("", 0.0, "missing_source" if t is None else "empty_source") for t in texts]
+        if not todo:
+            return out
+        ids = self.vocab.encode_src([texts[i] for i in todo])
+        decoded = decode_ids(self.model, ids, batch_size=batch_size or self.cfg.translate.batch_size,
+                             max_src_len=self.cfg.data.max_length, max_length_ratio=self.cfg.translate.max_length_ratio,
+                             device=self.device)
+        hyps = self.vocab.decode_tgt(decoded.ids)
+        for k, i in enumerate(todo):
+            out[i] = Translation(hyps[k], float(decoded.scores[k]), "truncated" if decoded.truncated[k] else OK)
+        return out
+
+
+class TranslateActor:
+    """Ray Data callable class: one Translator per actor, reused for every batch."""
+
+    def __init__(self, checkpoint: str, source_column: str, threads: int, batch_size: int | None):
+        self.translator = Translator.from_checkpoint(checkpoint, threads=threads)
+        self.source_column, self.batch_size = source_column, batch_size
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        results = self.translator.translate(table.column(self.source_column).to_pylist(), self.batch_size)
+        return table.append_column("translation", pa.array([r.text for r in results], pa.string())) \
+            .append_column("score", pa.array([r.score for r in results], pa.float64())) \
+            .append_column("status", pa.array([r.status for r in results], pa.string()))
+
+
+def bulk_translate(checkpoint: str, ds, output: str, *, source_column: str = "source", id_column: str | None = None,
+                   reference_column: str | None = None, num_actors: int = 1, use_gpu: bool = False,
+                   batch_size: int = 128, progress: bool = True) -> dict:
+    """Translate every row of Ray Dataset `ds` and write `output` (.parquet or .csv) in input order.
+
+    Returns counts by status and, when `reference_column` is set, the references and hypotheses.
+    """
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True
+    keep = [c for c in (id_column, source_column, reference_column) if c]
+    ds = ds.select_columns(keep, **LIGHT_TASK)
+    ds = ds.map_batches(
+        TranslateActor,
+        fn_constructor_kwargs={"checkpoint": checkpoint, "source_column": source_column, "threads": 1, "batch_size": batch_size},
+        batch_size=batch_size * 8, batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=num_actors),
+        **actor_resources(num_actors, use_gpu),
+    )
+    fmt = "csv" if output.lower().endswith((".csv", ".tsv")) else "parquet"
+    counts: dict[str, int] = {}
+    hyps, refs = [], []
+    next_id, started = 0, time.perf_counter()
+    with storage.open_output(output) as sink:
+        writer = None
+        for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            n = table.num_rows
+            ids = table.column(id_column) if id_column else pa.array(range(next_id, next_id + n), pa.int64())
+            next_id += n
+            cols = {"id": ids, "source": table.column(source_column), "translation": table.column("translation"),
+                    "score": table.column("score"), "status": table.column("status")}
+            if reference_column:
+                cols["reference"] = table.column(reference_column)
+                refs += table.column(reference_column).to_pylist()
+                hyps += table.column("translation").to_pylist()
+            out = pa.table(cols)
+            for st in table.column("status").to_pylist():
+                counts[st] = counts.get(st, 0) + 1
+            if writer is None:
+                writer = pacsv.CSVWriter(sink, out.schema) if fmt == "csv" else pq.ParquetWriter(sink, out.schema)
+            writer.write_table(out)
+            if progress:
+                rate = next_id / max(time.perf_counter() - started, 1e-9)
+                print(f"\r[translate] {next_id} rows, {rate:.0f} rows/s", end="", file=sys.stderr, flush=True)
+        if writer is None:  # empty input: still write a valid, empty file
+            schema = pa.schema([("id", pa.int64()), ("source", pa.string()), ("translation", pa.string()),
+                                ("score", pa.float64()), ("status", pa.string())])
+            writer = pacsv.CSVWriter(sink, schema) if fmt == "csv" else pq.ParquetWriter(sink, schema)
+        writer.close()
+    if progress and next_id:
+        print(file=sys.stderr)
+    return {"rows": next_id, "status": counts, "hypotheses": hyps, "references": refs, "output": output}
+
+
+def actor_resources(num_actors: int, use_gpu: bool) -> dict:
+    """Ray resources per translator actor: a GPU each, or up to one CPU each while leaving a
+    little CPU for the light read/filter tasks that feed them (else the pipeline can stall)."""
+    import ray
+
+    if use_gpu:
+        return {"num_gpus": 1, "num_cpus": 0}
+    total = ray.cluster_resources().get("CPU", 1.0)
+    reserve = LIGHT_TASK["num_cpus"]
+    return {"num_cpus": min(1.0, max(0.1, (total - reserve) / num_actors))}
+
+
+def default_actors(use_gpu: bool) -> int:
+    import ray
+
+    resources = ray.available_resources()
+    if use_gpu:
+        return max(1, int(resources.get("GPU", 1)))
+    return max(1, int(resources.get("CPU", os.cpu_count() or 1)))
+
+
+def read_for_translation(path: str, column: str, extra: list[str]):
+    """Ray Dataset of the input, text columns as strings; plain text files become `column`."""
+    return read_table_dataset(path, [column, *extra], plain_text_column=column)

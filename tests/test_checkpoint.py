@@ -1,0 +1,71 @@
+import json
+
+import pytest
+import torch
+
+from job.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
+from job.config import load_config
+from job.model import build_model
+from job.search import decode_ids
+from job.translate import Translator
+from job.vocab import build_vocab
+
+SRC = ["Save the file", "Open file", "Close the window", "Print %s"] * 10
+TGT = ["Enregistrer le fichier", "Ouvrir le fichier", "Fermer la fenêtre", "Imprimer %s"] * 10
+
+
+def make(tmp_path, **model):
+    cfg = load_config(None, ["vocab.vocab_size=400", "model.embedding_dim=16", "model.hidden_size=16",
+                             *[f"model.{k}={v}" for k, v in model.items()]])
+    vocab = build_vocab(cfg.vocab, [(SRC, TGT)])
+    torch.manual_seed(0)
+    m = build_model(cfg.model, vocab.src_size, vocab.tgt_size)
+    opt = torch.optim.AdamW(m.parameters())
+    loss, n = m(torch.tensor([[5, 6, 3]]), torch.tensor([3]), torch.tensor([[2, 7]]), torch.tensor([[7, 3]]))
+    loss.backward()
+    opt.step()
+    d = tmp_path / "ckpt"
+    write_checkpoint(str(d), m, opt, {"step": 7, "epoch": 1}, cfg, vocab)
+    return d, m, cfg, vocab
+
+
+def test_round_trip_is_self_contained(tmp_path):
+    d, m, cfg, vocab = make(tmp_path)
+    loaded = read_checkpoint(str(d))
+    assert loaded.state["step"] == 7 and loaded.cfg == cfg
+    m2 = loaded.model()
+    for (k, a), b in zip(m.state_dict().items(), m2.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert loaded.optimizer_state()["state"]
+    assert loaded.vocab.encode_src(SRC[:2]) == vocab.encode_src(SRC[:2])
+    # The same translations from the reloaded model as from the original one.
+    src = vocab.encode_src(SRC[:4])
+    kw = dict(batch_size=2, max_src_len=64, max_length_ratio=2.0)
+    assert decode_ids(m.eval(), src, **kw).ids == decode_ids(m2.eval(), src, **kw).ids
+    out = Translator.from_checkpoint(str(d)).translate(["Save the file", "", None])
+    assert [t.status for t in out] == ["ok", "empty_source", "missing_source"]
+    assert isinstance(out[0].score, float) and out[0].score <= 0
+
+
+def test_weights_are_plain_tensors(tmp_path):
+    d, *_ = make(tmp_path)
+    state = torch.load(d / "model.pt", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+
+
+def test_vocabulary_that_does_not_match_weights_is_refused(tmp_path):
+    d, *_ = make(tmp_path)
+    meta = json.loads((d / "vocab" / "vocab.json").read_text())
+    letters = [chr(c) for c in range(0x3b1, 0x3c9)] + [chr(c) for c in range(0x430, 0x44f)]
+    other = build_vocab(load_config(None, ["vocab.vocab_size=500"]).vocab, [(SRC + letters, TGT + letters)])
+    other.save(str(d / "vocab"))
+    assert json.loads((d / "vocab" / "vocab.json").read_text())["size"] != meta["size"]
+    with pytest.raises(CheckpointError, match="do not match"):
+        read_checkpoint(str(d)).model()
+
+
+def test_incomplete_checkpoint_is_refused(tmp_path):
+    d, *_ = make(tmp_path)
+    (d / "model.pt").unlink()
+    with pytest.raises(CheckpointError, match="model.pt is missing"):
+        read_checkpoint(str(d))
