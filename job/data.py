@@ -88,6 +88,9 @@ def read_table_dataset(path: str, text_columns: list[str], *, plain_text_column:
     """
     files = None if _is_remote(path) else _local_files(path)
     fmt = detect_format(path, files)
+    empty = [f for f in files or [] if os.path.getsize(f) == 0]
+    if empty:
+        raise DataError(f"{empty[0]}: the file is empty (0 bytes)")
     paths = files or path
     if fmt == "parquet":
         ds = ray.data.read_parquet(paths, **LIGHT_TASK)
@@ -103,11 +106,23 @@ def read_table_dataset(path: str, text_columns: list[str], *, plain_text_column:
             read_options=pacsv.ReadOptions(use_threads=False),
             **LIGHT_TASK,
         )
-    names = ds.schema().names
+    try:
+        schema = ds.schema()
+    except Exception as exc:  # pyarrow's parse errors arrive wrapped by Ray; keep their message
+        raise DataError(f"{path}: cannot read as {fmt}: {_root_message(exc)}") from None
+    if schema is None:
+        raise DataError(f"{path}: the corpus is empty (no rows)")
+    names = schema.names
     missing = [c for c in text_columns if c not in names]
     if missing:
         raise DataError(f"{path}: column(s) {missing} not found; the file has columns {names}. Set data.source_column / data.target_column (or --column).")
     return ds
+
+
+def _root_message(exc: BaseException) -> str:
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
 
 
 def _classify_batch(table: pa.Table, src_col: str, tgt_col: str | None) -> pa.Table:

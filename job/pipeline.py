@@ -36,10 +36,15 @@ def init_ray(address: str | None = None, verbose: bool = False) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS")
     level = logging.INFO if verbose else logging.WARNING
+    # Worker output reaches the console only with --verbose: progress comes from metrics.jsonl
+    # (ProgressPrinter); failures still surface as the trainer's error.
     if address:
-        ray.init(address=address, logging_level=level)
+        ray.init(address=address, logging_level=level, log_to_driver=verbose)
     else:
-        ray.init(address="local", include_dashboard=False, logging_level=level)
+        ray.init(address="local", logging_level=level, log_to_driver=verbose)
+    # Ray Data's execution plans and its "progress bars disabled" notices are noise here.
+    logging.getLogger("ray.data").setLevel(logging.INFO if verbose else logging.ERROR)
+    logging.getLogger("ray.train").setLevel(level)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = verbose
 

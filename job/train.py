@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import ray.train
 import ray.train.torch
-import sacrebleu
 import torch
 import torch.distributed as dist
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -27,6 +28,7 @@ from job.batching import Batch, chunk_batches
 from job.checkpoint import read_checkpoint, write_checkpoint
 from job.config import Config
 from job.data import list_column
+from job.evaluate import score
 from job.model import build_model, count_parameters
 from job.search import decode_ids
 from job.vocab import Vocabulary
@@ -177,9 +179,8 @@ def validate(model, valid: ValidSet, vocab: Vocabulary, cfg: Config, device) -> 
     out = {"valid_loss": loss_sum / max(tokens, 1.0), "valid_rows": len(rows)}
     out["valid_ppl"] = math.exp(min(out["valid_loss"], 50.0))
     if rows:
-        hyp_list, ref_list = [r[1] for r in rows], [[r[2] for r in rows]]
-        out["valid_bleu"] = sacrebleu.corpus_bleu(hyp_list, ref_list).score
-        out["valid_chrf"] = sacrebleu.corpus_chrf(hyp_list, ref_list).score
+        scores = score([r[1] for r in rows], [r[2] for r in rows])
+        out["valid_bleu"], out["valid_chrf"] = scores["bleu"], scores["chrf"]
     return out
 
 
@@ -211,10 +212,11 @@ def train_loop_per_worker(loop_config: dict) -> None:
             state.update(loaded.state)
     raw = model
     model = ray.train.torch.prepare_model(model)
-    if rank == 0 and not resumed:
-        print(f"[train] {count_parameters(raw):,} parameters, {world} worker(s) on {device}", flush=True)
 
     metrics = MetricsLog(loop_config["run_dir"], state["step"]) if rank == 0 else None
+    if metrics is not None and not resumed:
+        metrics.add({"step": 0, "epoch": 0, "event": "start", "parameters": count_parameters(raw),
+                     "workers": world, "device": str(device)})
     valid = _load_valid(rank, world) if loop_config["has_valid"] else None
     shard = ray.train.get_dataset_shard("train")
     budget_s = cfg.train.max_minutes * 60 if cfg.train.max_minutes else float("inf")
@@ -279,8 +281,6 @@ def _log_train(window, state, cfg, optimizer, progress, rows_done, rows_per_work
             "progress": round(progress, 4),
         }
         metrics.add(row)
-        print(f"[train] epoch {row['epoch']:.2f} step {row['step']} loss {row['train_loss']:.3f} "
-              f"lr {row['lr']:.2e} {row['tokens_per_s']:.0f} tok/s elapsed {elapsed:.0f}s", flush=True)
     window.update(loss=0.0, tokens=0.0, src=0.0, tgt=0.0, t=now)
 
 
@@ -295,8 +295,6 @@ def _end_of_epoch(model, raw, optimizer, valid, vocab, cfg, device, state, metri
         result["best_valid_bleu"] = state["best_valid_bleu"]
     if metrics is not None:
         metrics.add(result)
-        shown = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items())
-        print(f"[valid] {shown}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
         if rank == 0:
@@ -306,6 +304,62 @@ def _end_of_epoch(model, raw, optimizer, valid, vocab, cfg, device, state, metri
 
 
 # ----------------------------------------------------------------------------- driver side
+
+class ProgressPrinter(threading.Thread):
+    """Prints new rows of the run's metrics.jsonl as one readable line each, on the driver, while
+    the trainer runs (Ray's per-worker log forwarding stays off unless --verbose)."""
+
+    def __init__(self, run_dir: str, total_epochs: int, budget_s: float | None, out=None):
+        super().__init__(daemon=True)
+        self.path = storage.join(run_dir, METRICS_FILE)
+        self.total_epochs, self.budget_s = total_epochs, budget_s
+        self.out = out or sys.stdout
+        self.seen = 0
+        self.best: float | None = None
+        self.stop_event = threading.Event()
+        self.interval = 10.0 if storage.is_uri(run_dir) else 1.0
+
+    def run(self) -> None:
+        while not self.stop_event.wait(self.interval):
+            self.poll()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.join(timeout=5)
+        self.poll()
+
+    def poll(self) -> None:
+        try:
+            lines = storage.read_text(self.path).splitlines() if storage.exists(self.path) else []
+        except OSError:
+            return
+        if len(lines) < self.seen:  # rewritten after a restart from a checkpoint
+            self.seen = len(lines)
+        for line in lines[self.seen:]:
+            try:
+                print(self.format(json.loads(line)), file=self.out, flush=True)
+            except (ValueError, KeyError):
+                pass
+        self.seen = len(lines)
+
+    def format(self, r: dict) -> str:
+        if r.get("event") == "start":
+            return f"[train] {r['parameters']:,} parameters, {r['workers']} worker(s) on {r['device']}"
+        if "train_loss" in r:
+            eta = ""
+            if r.get("progress"):
+                eta = f"  eta {max(r['elapsed_s'] / r['progress'] - r['elapsed_s'], 0):.0f}s"
+            return (f"[train] epoch {r['epoch']:.2f}/{self.total_epochs} step {r['step']}  loss {r['train_loss']:.3f}  "
+                    f"ppl {r['train_ppl']:.2f}  lr {r['lr']:.2e}  {r['tokens_per_s']:.0f} tok/s  "
+                    f"elapsed {r['elapsed_s']:.0f}s{eta}")
+        if "valid_loss" in r:
+            bleu = r.get("valid_bleu")
+            if bleu is not None and (self.best is None or bleu > self.best):
+                self.best = bleu
+            extra = f"  BLEU {bleu:.2f}  chrF {r.get('valid_chrf', 0):.2f}  best BLEU {self.best:.2f}" if bleu is not None else ""
+            return f"[valid] epoch {r['epoch']} step {r['step']}  loss {r['valid_loss']:.3f}  ppl {r['valid_ppl']:.2f}{extra}"
+        return json.dumps(r)
+
 
 def fit(cfg: Config, vocab: Vocabulary, train_ds, valid_ds, train_rows: int):
     """Run the TorchTrainer; returns Ray Train's Result."""
@@ -334,7 +388,12 @@ def fit(cfg: Config, vocab: Vocabulary, train_ds, valid_ds, train_rows: int):
             failure_config=FailureConfig(max_failures=cfg.scaling.max_failures),
         ),
     )
-    return trainer.fit()
+    printer = ProgressPrinter(cfg.run_dir, cfg.train.epochs, cfg.train.max_minutes)
+    printer.start()
+    try:
+        return trainer.fit()
+    finally:
+        printer.stop()
 
 
 def best_checkpoint(result) -> tuple[str, dict]:
