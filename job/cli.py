@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id-column", default=None, help="column carried through as id (default: 'id' if present, else row numbers)")
     p.add_argument("--actors", type=int, default=None, help="translator actors (default: one per CPU, or per GPU with --gpu)")
     p.add_argument("--batch-size", type=int, default=None, help="sentences per decoding batch (default: the checkpoint's translate.batch_size)")
+    p.add_argument("--beam", type=int, default=None, help="beam width (default: the checkpoint's translate.beam_size; 1 = greedy)")
     p.add_argument("--gpu", action="store_true", help="one GPU per translator actor")
     _add_ray_args(p)
 
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference-column", default="target", help="reference column (default: target)")
     p.add_argument("--output", default=None, help="also write the translations here (.csv or .parquet)")
     p.add_argument("--actors", type=int, default=None, help="translator actors")
+    p.add_argument("--beam", type=int, default=None, help="beam width (default: the checkpoint's translate.beam_size; 1 = greedy)")
     p.add_argument("--gpu", action="store_true", help="one GPU per translator actor")
     _add_ray_args(p)
     return parser
@@ -92,7 +94,8 @@ def _translate(args, reference_column: str | None, output: str) -> dict:
         raise ConfigError(f"{args.input}: --id-column {id_column!r} not found; columns are {ds.schema().names}")
     return bulk_translate(args.checkpoint, ds, output, source_column=args.column, id_column=id_column,
                           reference_column=reference_column, num_actors=args.actors or default_actors(args.gpu),
-                          use_gpu=args.gpu, batch_size=getattr(args, "batch_size", None) or ckpt_cfg.translate.batch_size)
+                          use_gpu=args.gpu, batch_size=getattr(args, "batch_size", None) or ckpt_cfg.translate.batch_size,
+                          beam=args.beam)
 
 
 def _cmd_translate(args) -> dict:

@@ -85,6 +85,8 @@ class TrainConfig(_Section):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     log_every_steps: int = Field(50, ge=1, description="Steps between lines in metrics.jsonl.")
     valid_bleu_max_rows: int | None = Field(2000, ge=1, description="Validation rows decoded for BLEU each epoch (all rows are used for loss); null = all.")
+    early_stopping_patience: int | None = Field(None, ge=1, description="Stop after this many validations without a better validation BLEU; null = never.")
+    average_last: int = Field(0, ge=0, description="At the end, average the weights of the last N epoch checkpoints and validate the mean as one more checkpoint (0/1 = off).")
     keep_checkpoints: int = Field(3, ge=1, description="Best checkpoints kept (by validation BLEU); the latest is always kept too.")
     shuffle_chunk_rows: int = Field(200_000, ge=1000, description="Rows per worker bucketed and shuffled together.")
     threads_per_worker: int | None = Field(None, ge=1, description="Torch intra-op threads per worker; default = the worker's CPUs.")
@@ -106,6 +108,8 @@ class TranslateConfig(_Section):
     batch_size: int = Field(128, ge=1, description="Sentences per decoding batch.")
     num_actors: int | None = Field(None, ge=1, description="Translator actors in the Ray Data pool; default = GPUs if use_gpu else CPUs.")
     max_length_ratio: float = Field(2.0, gt=0, description="Longest translation = ratio * source tokens + 10.")
+    beam_size: int = Field(5, ge=1, le=64, description="Beam width for bulk translation and the test scores (1 = greedy); validation during training is greedy.")
+    length_penalty: float = Field(1.0, ge=0, description="GNMT length penalty alpha for ranking finished beam hypotheses (0 = raw log-probability).")
 
 
 class Config(_Section):

@@ -123,12 +123,13 @@ def run_train(cfg: Config, resume: bool = False) -> dict:
         out = storage.join(cfg.run_dir, "test_translations.csv")
         res = bulk_translate(best_path, splits["test"].ok(), out, source_column="source", reference_column="target",
                              num_actors=cfg.translate.num_actors or default_actors(cfg.scaling.use_gpu),
-                             use_gpu=cfg.scaling.use_gpu, batch_size=cfg.translate.batch_size, progress=False)
+                             use_gpu=cfg.scaling.use_gpu, batch_size=cfg.translate.batch_size,
+                             beam=cfg.translate.beam_size, progress=False)
         scores = score(res["hypotheses"], res["references"])
-        summary.update(test_bleu=scores["bleu"], test_chrf=scores["chrf"], test_sentences=scores["sentences"],
+        summary.update(test_bleu=scores["bleu"], test_chrf=scores["chrf"], test_sentences=scores["sentences"], test_beam=cfg.translate.beam_size,
                        bleu_signature=scores["bleu_signature"], chrf_signature=scores["chrf_signature"],
                        test_translations=out)
-        print(f"[test] BLEU {scores['bleu']:.2f}  chrF {scores['chrf']:.2f}  ({scores['sentences']} sentences, "
+        print(f"[test] beam {cfg.translate.beam_size}: BLEU {scores['bleu']:.2f}  chrF {scores['chrf']:.2f}  ({scores['sentences']} sentences, "
               f"{scores['bleu_signature']})", flush=True)
     summary["data"] = data_summary
     summary["wall_s"] = round(time.perf_counter() - started, 1)

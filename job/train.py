@@ -222,6 +222,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     budget_s = cfg.train.max_minutes * 60 if cfg.train.max_minutes else float("inf")
     start_elapsed, t_start = state["elapsed_s"], time.perf_counter()
     out_of_time = False
+    snapshots: list[dict] = []  # last train.average_last epoch-end weights (rank-identical under DDP)
     last_report_step = state["step"] if resumed else -1
     window = {"loss": 0.0, "tokens": 0.0, "src": 0.0, "tgt": 0.0, "t": time.perf_counter()}
 
@@ -263,7 +264,20 @@ def train_loop_per_worker(loop_config: dict) -> None:
             break  # the budget ran out right after a report: nothing new to validate or save
         state["elapsed_s"] = start_elapsed + time.perf_counter() - t_start
         last_report_step = state["step"]
-        _end_of_epoch(model, raw, optimizer, valid, vocab, cfg, device, state, metrics, rank, rows_done / rows_per_worker)
+        _end_of_epoch(raw, optimizer, valid, vocab, cfg, device, state, metrics, rank)
+        if cfg.train.average_last > 1:
+            snapshots.append({k: v.detach().clone() for k, v in raw.state_dict().items()})
+            del snapshots[:-cfg.train.average_last]
+        patience = cfg.train.early_stopping_patience
+        if patience and state.get("since_best", 0) >= patience:
+            if metrics is not None:
+                metrics.add({"step": state["step"], "epoch": state["epoch"], "event": "early_stop",
+                             "best_valid_bleu": state["best_valid_bleu"], "patience": patience})
+            break
+    if len(snapshots) > 1:
+        # The mean of the last epochs' weights competes with them on validation BLEU.
+        _average_into(raw, snapshots)
+        _end_of_epoch(raw, optimizer, valid, vocab, cfg, device, state, metrics, rank, {"averaged": len(snapshots)})
 
 
 def _log_train(window, state, cfg, optimizer, progress, rows_done, rows_per_worker, elapsed, metrics) -> None:
@@ -284,14 +298,20 @@ def _log_train(window, state, cfg, optimizer, progress, rows_done, rows_per_work
     window.update(loss=0.0, tokens=0.0, src=0.0, tgt=0.0, t=now)
 
 
-def _end_of_epoch(model, raw, optimizer, valid, vocab, cfg, device, state, metrics, rank, epoch_frac) -> None:
-    """Validate, then report metrics and a checkpoint (rank 0 writes it; every rank reports)."""
-    result = {"step": state["step"], "epoch": state["epoch"], "elapsed_s": round(state["elapsed_s"], 2)}
+def _end_of_epoch(raw, optimizer, valid, vocab, cfg, device, state, metrics, rank, extra: dict | None = None) -> None:
+    """Validate, then report metrics and a checkpoint (rank 0 writes it; every rank reports).
+
+    Tracks the best validation BLEU and the validations since it improved (early stopping).
+    """
+    result = {"step": state["step"], "epoch": state["epoch"], "elapsed_s": round(state["elapsed_s"], 2), **(extra or {})}
     if valid is not None:
         result.update(validate(raw, valid, vocab, cfg, device))
         best = state.get("best_valid_bleu")
         if "valid_bleu" in result and (best is None or result["valid_bleu"] > best):
             state["best_valid_bleu"] = result["valid_bleu"]
+            state["since_best"] = 0
+        else:
+            state["since_best"] = state.get("since_best", 0) + 1
         result["best_valid_bleu"] = state["best_valid_bleu"]
     if metrics is not None:
         metrics.add(result)
@@ -301,6 +321,17 @@ def _end_of_epoch(model, raw, optimizer, valid, vocab, cfg, device, state, metri
             write_checkpoint(tmp, raw, optimizer, {**state, "metrics": result}, cfg, vocab)
             checkpoint = Checkpoint.from_directory(tmp)
         ray.train.report(result, checkpoint=checkpoint)
+
+
+def _average_into(raw, snapshots: list[dict]) -> None:
+    """Load the element-wise mean of the snapshots' floating-point weights into `raw`."""
+    averaged = {}
+    for key, value in snapshots[-1].items():
+        if value.is_floating_point():
+            averaged[key] = sum(snap[key].double() for snap in snapshots).div(len(snapshots)).to(value.dtype)
+        else:
+            averaged[key] = value
+    raw.load_state_dict(averaged)
 
 
 # ----------------------------------------------------------------------------- driver side
@@ -357,7 +388,10 @@ class ProgressPrinter(threading.Thread):
             if bleu is not None and (self.best is None or bleu > self.best):
                 self.best = bleu
             extra = f"  BLEU {bleu:.2f}  chrF {r.get('valid_chrf', 0):.2f}  best BLEU {self.best:.2f}" if bleu is not None else ""
-            return f"[valid] epoch {r['epoch']} step {r['step']}  loss {r['valid_loss']:.3f}  ppl {r['valid_ppl']:.2f}{extra}"
+            what = f"mean of the last {r['averaged']} checkpoints" if r.get("averaged") else f"epoch {r['epoch']} step {r['step']}"
+            return f"[valid] {what}  loss {r['valid_loss']:.3f}  ppl {r['valid_ppl']:.2f}{extra}"
+        if r.get("event") == "early_stop":
+            return f"[train] early stop at epoch {r['epoch']}: no better validation BLEU for {r['patience']} validations"
         return json.dumps(r)
 
 

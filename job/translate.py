@@ -51,8 +51,11 @@ class Translator:
             model = loaded.model(device)
         return cls(model, loaded.vocab, loaded.cfg, device)
 
-    def translate(self, sentences: list[str], batch_size: int | None = None) -> list[Translation]:
-        """Translate raw sentences; every input gets exactly one Translation, in order."""
+    def translate(self, sentences: list[str], beam: int | None = None, batch_size: int | None = None) -> list[Translation]:
+        """Translate raw sentences; every input gets exactly one Translation, in order.
+
+        beam: beam width (default: the checkpoint's translate.beam_size; 1 = greedy).
+        """
         texts = [normalise(s) if isinstance(s, str) else None for s in sentences]
         todo = [i for i, t in enumerate(texts) if t]
         out = [Translation("", 0.0, "missing_source" if t is None else "empty_source") for t in texts]
@@ -61,7 +64,8 @@ class Translator:
         ids = self.vocab.encode_src([texts[i] for i in todo])
         decoded = decode_ids(self.model, ids, batch_size=batch_size or self.cfg.translate.batch_size,
                              max_src_len=self.cfg.data.max_length, max_length_ratio=self.cfg.translate.max_length_ratio,
-                             device=self.device)
+                             device=self.device, beam=beam or self.cfg.translate.beam_size,
+                             length_penalty=self.cfg.translate.length_penalty)
         hyps = self.vocab.decode_tgt(decoded.ids)
         for k, i in enumerate(todo):
             out[i] = Translation(hyps[k], float(decoded.scores[k]), "truncated" if decoded.truncated[k] else OK)
@@ -71,12 +75,12 @@ class Translator:
 class TranslateActor:
     """Ray Data callable class: one Translator per actor, reused for every batch."""
 
-    def __init__(self, checkpoint: str, source_column: str, threads: int, batch_size: int | None):
+    def __init__(self, checkpoint: str, source_column: str, threads: int, batch_size: int | None, beam: int | None):
         self.translator = Translator.from_checkpoint(checkpoint, threads=threads)
-        self.source_column, self.batch_size = source_column, batch_size
+        self.source_column, self.batch_size, self.beam = source_column, batch_size, beam
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        results = self.translator.translate(table.column(self.source_column).to_pylist(), self.batch_size)
+        results = self.translator.translate(table.column(self.source_column).to_pylist(), self.beam, self.batch_size)
         return table.append_column("translation", pa.array([r.text for r in results], pa.string())) \
             .append_column("score", pa.array([r.score for r in results], pa.float64())) \
             .append_column("status", pa.array([r.status for r in results], pa.string()))
@@ -84,7 +88,7 @@ class TranslateActor:
 
 def bulk_translate(checkpoint: str, ds, output: str, *, source_column: str = "source", id_column: str | None = None,
                    reference_column: str | None = None, num_actors: int = 1, use_gpu: bool = False,
-                   batch_size: int = 128, progress: bool = True) -> dict:
+                   batch_size: int = 128, beam: int | None = None, progress: bool = True) -> dict:
     """Translate every row of Ray Dataset `ds` and write `output` (.parquet or .csv) in input order.
 
     Returns counts by status and, when `reference_column` is set, the references and hypotheses.
@@ -97,7 +101,7 @@ def bulk_translate(checkpoint: str, ds, output: str, *, source_column: str = "so
     ds = ds.select_columns(keep, **LIGHT_TASK)
     ds = ds.map_batches(
         TranslateActor,
-        fn_constructor_kwargs={"checkpoint": checkpoint, "source_column": source_column, "threads": 1, "batch_size": batch_size},
+        fn_constructor_kwargs={"checkpoint": checkpoint, "source_column": source_column, "threads": 1, "batch_size": batch_size, "beam": beam},
         batch_size=batch_size * 8, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=num_actors),
         **actor_resources(num_actors, use_gpu),

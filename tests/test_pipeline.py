@@ -102,3 +102,51 @@ def test_existing_run_dir_is_refused_without_resume(tiny_run):
     cfg, _ = tiny_run
     with pytest.raises(ConfigError, match="--resume"):
         run_train(cfg)
+
+
+def test_resume_continues_from_the_latest_checkpoint(tiny_run):
+    from job.pipeline import run_train
+
+    cfg, first = tiny_run
+    before = [json.loads(line) for line in open(os.path.join(first["run_dir"], "metrics.jsonl"))]
+    last_step = max(r["step"] for r in before)
+    more = load_config(None, tiny_overrides(cfg_tmp(cfg), **{"train.epochs": 3}))
+    summary = run_train(more, resume=True)
+    rows = [json.loads(line) for line in open(os.path.join(summary["run_dir"], "metrics.jsonl"))]
+    valid = [r for r in rows if "valid_loss" in r]
+    assert len(valid) == 3 and valid[-1]["epoch"] == 3
+    assert valid[-1]["step"] > last_step
+    assert [r["step"] for r in rows if "valid_loss" in r][:2] == [r["step"] for r in before if "valid_loss" in r]
+    assert not any(r.get("event") == "start" for r in rows[len(before):])  # continued, not restarted
+
+
+def test_resume_refuses_a_changed_model_shape(tiny_run):
+    from job.config import ConfigError
+    from job.pipeline import run_train
+
+    cfg, _ = tiny_run
+    changed = load_config(None, tiny_overrides(cfg_tmp(cfg), **{"model.hidden_size": 64}))
+    with pytest.raises(ConfigError, match=r"model.hidden_size: 32 -> 64"):
+        run_train(changed, resume=True)
+
+
+def test_early_stopping_and_checkpoint_averaging(ray_cluster, tmp_path):
+    from job.pipeline import run_train
+
+    cfg = load_config(None, tiny_overrides(tmp_path, **{
+        "train.epochs": 6, "train.early_stopping_patience": 1, "train.average_last": 2, "train.lr": 1e-9,
+        "data.test": "null"}))
+    summary = run_train(cfg)
+    rows = [json.loads(line) for line in open(os.path.join(summary["run_dir"], "metrics.jsonl"))]
+    stop = [r for r in rows if r.get("event") == "early_stop"]
+    assert stop and stop[0]["epoch"] == 2  # lr ~0: BLEU cannot improve after the first validation
+    averaged = [r for r in rows if r.get("averaged")]
+    assert len(averaged) == 1 and averaged[0]["averaged"] == 2 and "valid_bleu" in averaged[0]
+    assert summary["test_bleu"] is None
+
+
+def cfg_tmp(cfg):
+    """The tmp dir a tiny run's storage_path lives in (storage_path = <tmp>/runs)."""
+    from pathlib import Path
+
+    return Path(cfg.storage_path).parent
