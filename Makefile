@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= configs/sample.yaml
 
-.PHONY: run test test-fast venv lock clean
+.PHONY: run test test-fast venv lock docs clean
 
 venv: $(STAMP)
 
@@ -26,6 +26,10 @@ test: $(STAMP)
 ## Unit and fast integration tests only.
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
+
+## Regenerate the config reference in README.md from the pydantic models.
+docs: $(STAMP)
+	$(PY) tools/gen_docs.py
 
 ## Re-pin requirements.lock from a fresh environment.
 lock:

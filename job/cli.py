@@ -3,6 +3,7 @@
     train      read the corpus, build the vocabulary, train with Ray Train (DDP), score the test split
     translate  bulk-translate a corpus with a checkpoint (Ray Data)
     evaluate   translate a corpus with references and print BLEU / chrF with sacrebleu's signatures
+    report     plots and a Markdown summary of a finished (or running) run
 
 The last line each command prints on stdout is one JSON object (for scripts and CI).
 """
@@ -66,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam", type=int, default=None, help="beam width (default: the checkpoint's translate.beam_size; 1 = greedy)")
     p.add_argument("--gpu", action="store_true", help="one GPU per translator actor")
     _add_ray_args(p)
+
+    p = sub.add_parser("report", help="plots and a Markdown summary of a run",
+                       description="Write PNG plots (loss, perplexity, BLEU/chrF, learning rate, tokens/s, attention "
+                                   "heat maps) and summary.md into RUN_DIR/report/.")
+    p.add_argument("run_dir", help="the run directory (storage_path/name)")
+    p.add_argument("--checkpoint", default=None, help="checkpoint for the attention plots (default: the run's best)")
     return parser
 
 
@@ -117,7 +124,13 @@ def _cmd_evaluate(args) -> dict:
     return {**scores, "rows": res["rows"], "status": res["status"], **({"output": args.output} if args.output else {})}
 
 
-COMMANDS = {"train": _cmd_train, "translate": _cmd_translate, "evaluate": _cmd_evaluate}
+def _cmd_report(args) -> dict:
+    from job.report import make_report
+
+    return make_report(args.run_dir, args.checkpoint)
+
+
+COMMANDS = {"train": _cmd_train, "translate": _cmd_translate, "evaluate": _cmd_evaluate, "report": _cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -132,14 +132,9 @@ class Config(_Section):
 
     @property
     def run_dir(self) -> str:
-        return join_path(self.storage_path, self.name)
+        from job.storage import join
 
-
-def join_path(base: str, *parts: str) -> str:
-    """Join a local path or a URI."""
-    if "://" in base:
-        return "/".join([base.rstrip("/"), *parts])
-    return os.path.join(base, *parts)
+        return join(self.storage_path, self.name)
 
 
 def _parse_override(pair: str) -> tuple[list[str], Any]:
@@ -250,3 +245,20 @@ def diff_configs(old: dict, new: dict, prefix: str = "") -> list[str]:
         elif a != b:
             out.append(f"{name}: {a!r} -> {b!r}")
     return out
+
+
+def reference_markdown() -> str:
+    """The config reference (every key, its default and description), from the pydantic models."""
+    lines = ["| key | default | description |", "|---|---|---|"]
+
+    def fmt(value) -> str:
+        return "null" if value is None else yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+    for name, field in Config.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            for key, sub in ann.model_fields.items():
+                lines.append(f"| `{name}.{key}` | `{fmt(sub.default)}` | {sub.description or ''} |")
+        else:
+            lines.append(f"| `{name}` | `{fmt(field.default)}` | {field.description or ''} |")
+    return "\n".join(lines)

@@ -41,7 +41,9 @@ def init_ray(address: str | None = None, verbose: bool = False) -> None:
     if address:
         ray.init(address=address, logging_level=level, log_to_driver=verbose)
     else:
-        ray.init(address="local", logging_level=level, log_to_driver=verbose)
+        # No dashboard on the embedded cluster: it costs start-up time and CPU on a laptop; start
+        # one with `ray start --head` and point RAY_ADDRESS at it to watch a run there.
+        ray.init(address="local", include_dashboard=False, logging_level=level, log_to_driver=verbose)
     # Ray Data's execution plans and its "progress bars disabled" notices are noise here.
     logging.getLogger("ray.data").setLevel(logging.INFO if verbose else logging.ERROR)
     logging.getLogger("ray.train").setLevel(level)

@@ -77,9 +77,28 @@ class MetricsLog:
                 if line.strip() and json.loads(line).get("step", 0) <= resume_step:
                     self.rows.append(line)
 
+        self.tb = _tensorboard_writer(run_dir)
+
     def add(self, row: dict) -> None:
         self.rows.append(json.dumps(row))
         storage.write_text(self.path, "\n".join(self.rows) + "\n")
+        if self.tb is not None and "step" in row:
+            group = "valid" if "valid_loss" in row else "train"
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and key not in ("step", "epoch"):
+                    self.tb.add_scalar(f"{group}/{key}", value, row["step"])
+            self.tb.flush()
+
+
+def _tensorboard_writer(run_dir: str):
+    """TensorBoard event files in run_dir/tensorboard when tensorboardX is installed (local runs)."""
+    if storage.is_uri(run_dir):
+        return None
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(storage.join(run_dir, "tensorboard"))
 
 
 @dataclass
@@ -214,9 +233,13 @@ def train_loop_per_worker(loop_config: dict) -> None:
     model = ray.train.torch.prepare_model(model)
 
     metrics = MetricsLog(loop_config["run_dir"], state["step"]) if rank == 0 else None
-    if metrics is not None and not resumed:
-        metrics.add({"step": 0, "epoch": 0, "event": "start", "parameters": count_parameters(raw),
-                     "workers": world, "device": str(device)})
+    nodes = [ray.get_runtime_context().get_node_id()]
+    if _distributed():
+        nodes = [None] * world
+        dist.all_gather_object(nodes, ray.get_runtime_context().get_node_id())
+    if metrics is not None:
+        metrics.add({"step": state["step"], "epoch": state["epoch"], "event": "resume" if resumed else "start",
+                     "parameters": count_parameters(raw), "workers": world, "device": str(device), "nodes": nodes})
     valid = _load_valid(rank, world) if loop_config["has_valid"] else None
     shard = ray.train.get_dataset_shard("train")
     budget_s = cfg.train.max_minutes * 60 if cfg.train.max_minutes else float("inf")
@@ -374,13 +397,16 @@ class ProgressPrinter(threading.Thread):
         self.seen = len(lines)
 
     def format(self, r: dict) -> str:
-        if r.get("event") == "start":
-            return f"[train] {r['parameters']:,} parameters, {r['workers']} worker(s) on {r['device']}"
+        if r.get("event") in ("start", "resume"):
+            what = "resumed at step " + str(r["step"]) + ": " if r["event"] == "resume" else ""
+            return (f"[train] {what}{r['parameters']:,} parameters, {r['workers']} worker(s) on {r['device']}, "
+                    f"{len(set(r.get('nodes', [])))} node(s)")
         if "train_loss" in r:
-            eta = ""
+            eta, total = "", ""
             if r.get("progress"):
                 eta = f"  eta {max(r['elapsed_s'] / r['progress'] - r['elapsed_s'], 0):.0f}s"
-            return (f"[train] epoch {r['epoch']:.2f}/{self.total_epochs} step {r['step']}  loss {r['train_loss']:.3f}  "
+                total = f"/~{round(r['step'] / r['progress'])}"
+            return (f"[train] epoch {r['epoch']:.2f}/{self.total_epochs} step {r['step']}{total}  loss {r['train_loss']:.3f}  "
                     f"ppl {r['train_ppl']:.2f}  lr {r['lr']:.2e}  {r['tokens_per_s']:.0f} tok/s  "
                     f"elapsed {r['elapsed_s']:.0f}s{eta}")
         if "valid_loss" in r:
@@ -430,13 +456,20 @@ def fit(cfg: Config, vocab: Vocabulary, train_ds, valid_ds, train_rows: int):
         printer.stop()
 
 
+def checkpoint_uri(ckpt: Checkpoint) -> str:
+    """A path or URI the checkpoint can be read back from: Ray Train keeps cloud paths without
+    their scheme (pyarrow's filesystem holds it), so put it back."""
+    scheme = {"s3": "s3://", "gcs": "gs://", "hdfs": "hdfs://", "abfs": "abfs://"}.get(getattr(ckpt.filesystem, "type_name", "local"), "")
+    return scheme + ckpt.path if scheme and "://" not in ckpt.path else ckpt.path
+
+
 def best_checkpoint(result) -> tuple[str, dict]:
-    """Path and metrics of the best checkpoint by validation BLEU (else the latest)."""
+    """Path/URI and metrics of the best checkpoint by validation BLEU (else the latest)."""
     candidates = [(c, m) for c, m in (result.best_checkpoints or []) if m.get("valid_bleu") is not None]
     if candidates:
         ckpt, metrics = max(candidates, key=lambda cm: (cm[1]["valid_bleu"], cm[1].get("step", 0)))
-        return ckpt.path, metrics
+        return checkpoint_uri(ckpt), metrics
     if result.checkpoint is None:
         raise RuntimeError("training finished without a checkpoint")
-    return result.checkpoint.path, result.metrics or {}
+    return checkpoint_uri(result.checkpoint), result.metrics or {}
 

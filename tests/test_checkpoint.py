@@ -69,3 +69,18 @@ def test_incomplete_checkpoint_is_refused(tmp_path):
     (d / "model.pt").unlink()
     with pytest.raises(CheckpointError, match="model.pt is missing"):
         read_checkpoint(str(d))
+
+
+def test_checkpoint_uri_keeps_cloud_schemes(tmp_path):
+    from types import SimpleNamespace
+
+    from ray.train import Checkpoint
+
+    from job.train import checkpoint_uri
+
+    assert checkpoint_uri(Checkpoint(str(tmp_path))) == str(tmp_path)
+    # What Ray Train hands back for s3:// / gs:// storage: the path without its scheme.
+    s3 = SimpleNamespace(path="bucket/runs/x/checkpoint_1", filesystem=SimpleNamespace(type_name="s3"))
+    gcs = SimpleNamespace(path="bucket/runs/x/checkpoint_1", filesystem=SimpleNamespace(type_name="gcs"))
+    assert checkpoint_uri(s3) == "s3://bucket/runs/x/checkpoint_1"
+    assert checkpoint_uri(gcs) == "gs://bucket/runs/x/checkpoint_1"

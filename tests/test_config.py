@@ -73,3 +73,15 @@ def test_missing_file_and_non_mapping(tmp_path):
 
 def test_diff_configs_lists_changed_keys():
     assert diff_configs({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "c": 3}}) == ["a.c: 2 -> 3"]
+
+
+def test_readme_config_reference_is_generated_from_the_models():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    from gen_docs import render
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert render(readme) == readme, "README config reference is stale: run `make docs`"
+    for section in ("data", "vocab", "model", "train", "scaling", "translate"):
+        assert f"`{section}." in readme

@@ -95,6 +95,36 @@ def test_bulk_translate_keeps_empty_rows_with_a_status(tiny_run, tmp_path):
     assert [r["id"] for r in rows] == ["0", "1", "2", "3"]
 
 
+def test_python_api_translates_with_scores(tiny_run):
+    from job import Translation, Translator
+
+    _, summary = tiny_run
+    t = Translator.from_checkpoint(summary["best_checkpoint"])
+    greedy = t.translate(["Save the file", "Cannot open %s", ""], beam=1)
+    beam = t.translate(["Save the file", "Cannot open %s", ""], beam=4)
+    for out in (greedy, beam):
+        assert len(out) == 3 and all(isinstance(x, Translation) for x in out)
+        assert [x.status for x in out] == ["ok", "ok", "empty_source"]
+        assert all(x.score <= 0 for x in out[:2])
+
+
+def test_report_writes_plots_and_summary(tiny_run):
+    from PIL import Image
+
+    from job.report import make_report
+
+    _, summary = tiny_run
+    rep = make_report(summary["run_dir"])
+    names = sorted(os.path.basename(p) for p in rep["images"])
+    assert names == ["attention.png", "bleu.png", "loss.png", "lr.png", "perplexity.png", "throughput.png"]
+    for p in rep["images"]:
+        with Image.open(p) as im:
+            assert im.size[0] >= 500 and im.size[1] >= 300
+    md = open(rep["summary"], encoding="utf-8").read()
+    assert "| train | 500 |" in md and "Best validation BLEU" in md and "![loss.png](loss.png)" in md
+    assert os.path.isdir(os.path.join(summary["run_dir"], "tensorboard"))
+
+
 def test_existing_run_dir_is_refused_without_resume(tiny_run):
     from job.config import ConfigError
     from job.pipeline import run_train
@@ -117,7 +147,9 @@ def test_resume_continues_from_the_latest_checkpoint(tiny_run):
     assert len(valid) == 3 and valid[-1]["epoch"] == 3
     assert valid[-1]["step"] > last_step
     assert [r["step"] for r in rows if "valid_loss" in r][:2] == [r["step"] for r in before if "valid_loss" in r]
-    assert not any(r.get("event") == "start" for r in rows[len(before):])  # continued, not restarted
+    new_rows = rows[len(before):]
+    assert not any(r.get("event") == "start" for r in new_rows)  # continued, not restarted
+    assert [r["step"] for r in new_rows if r.get("event") == "resume"] == [last_step]
 
 
 def test_resume_refuses_a_changed_model_shape(tiny_run):

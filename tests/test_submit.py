@@ -1,0 +1,123 @@
+"""A real two-node Ray cluster on this machine, driven the way users drive a cluster.
+
+`ray start --head` (token authentication on) + `ray start --address` (a second node), then
+`ray job submit --working-dir . -- python -m job train ...` and a submitted `translate` job.
+Checks: both jobs SUCCEEDED, the two DDP workers ran on different nodes, checkpoints landed in
+the shared storage path, the translation has one row per input row. The cluster is stopped
+afterwards, also when the test fails (only the processes of this cluster: its own temp dir).
+"""
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import DATA, ROOT, tiny_overrides
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ray_cli(*args, env, timeout=300, check=True):
+    proc = subprocess.run([str(BIN / "ray"), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"ray {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def kill_cluster(temp_dir: str) -> None:
+    """SIGKILL every process whose command line names this cluster's temp dir or session."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+        except OSError:
+            continue
+        if temp_dir in cmd:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def two_node_cluster(tmp_path):
+    temp_dir = f"/tmp/ray-submit-{uuid.uuid4().hex[:8]}"
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(HOME=str(home), PATH=f"{BIN}:{env.get('PATH', '')}", RAY_AUTH_MODE="token", PYTHONUNBUFFERED="1")
+    token = ray_cli("get-auth-token", "--generate", env=env).stdout.strip().splitlines()[-1]
+    assert (home / ".ray" / "auth_token").exists()
+    env["RAY_AUTH_TOKEN"] = token
+    gcs, dash = free_port(), free_port()
+    try:
+        ray_cli("start", "--head", f"--port={gcs}", "--num-cpus=1", "--include-dashboard=true",
+                f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", f"--temp-dir={temp_dir}", env=env)
+        ray_cli("start", f"--address=127.0.0.1:{gcs}", "--num-cpus=1", env=env)
+        env["RAY_ADDRESS"] = f"http://127.0.0.1:{dash}"
+        deadline = time.time() + 60
+        while True:  # both nodes registered?
+            status = ray_cli("status", f"--address=127.0.0.1:{gcs}", env=env, check=False).stdout
+            if status.count("node_") >= 2 or time.time() > deadline:
+                break
+            time.sleep(2)
+        yield env
+    finally:
+        kill_cluster(temp_dir)  # not `ray stop`: that would stop every Ray cluster on the machine
+
+
+def submit(env, name, *job_args, timeout=600):
+    """`ray job submit --working-dir . -- python -m job ...`, wait for a final state, return the
+    JSON object the command printed last."""
+    sub_id = f"{name}-{uuid.uuid4().hex[:6]}"
+    ray_cli("job", "submit", "--no-wait", f"--submission-id={sub_id}", "--working-dir", ".", "--",
+            "python", "-m", "job", *job_args, env=env)
+    deadline, state = time.time() + timeout, ""
+    while time.time() < deadline:
+        proc = ray_cli("job", "status", sub_id, env=env, check=False)
+        state = (proc.stdout + proc.stderr[-300:]).lower()
+        if any(f"job '{sub_id}' {word}" in state for word in ("succeeded", "failed", "stopped")):
+            break
+        time.sleep(2)
+    logs = ray_cli("job", "logs", sub_id, env=env).stdout
+    assert f"job '{sub_id}' succeeded" in state, f"{sub_id}: {state[-1500:]}\n{logs[-4000:]}"
+    lines = [line for line in logs.splitlines() if line.strip().startswith("{")]
+    return json.loads(lines[-1])
+
+
+def test_submitted_training_uses_both_nodes_then_translate_job(two_node_cluster, tmp_path):
+    env = two_node_cluster
+    shared = tmp_path / "shared"
+    summary = submit(env, "train", "train", "--set", *tiny_overrides(tmp_path, **{"storage_path": str(shared), "data.test": "null"}))
+    run_dir = Path(summary["run_dir"])
+    assert run_dir.parent == shared
+    rows = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
+    start = next(r for r in rows if r.get("event") == "start")
+    assert start["workers"] == 2 and len(set(start["nodes"])) == 2, start
+    ckpts = sorted(p.name for p in run_dir.iterdir() if p.name.startswith("checkpoint_"))
+    assert ckpts and Path(summary["best_checkpoint"]).parent == run_dir
+    assert (Path(summary["best_checkpoint"]) / "model.pt").exists()
+
+    out = tmp_path / "translations.csv"
+    res = submit(env, "translate", "translate", "--checkpoint", summary["best_checkpoint"],
+                 "--input", str(DATA / "tiny_test.csv"), "--output", str(out), "--beam", "2")
+    inputs = list(csv.DictReader(open(DATA / "tiny_test.csv", encoding="utf-8")))
+    outputs = list(csv.DictReader(open(out, encoding="utf-8")))
+    assert res["rows"] == len(outputs) == len(inputs)
+    assert [r["id"] for r in outputs] == [r["id"] for r in inputs]
