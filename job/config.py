@@ -40,7 +40,7 @@ class VocabConfig(_Section):
     type: Literal["sentencepiece", "word"] = Field("sentencepiece", description="sentencepiece: one joint subword vocabulary for both sides; word: whitespace tokens per side, as the seed.")
     vocab_size: int = Field(8000, ge=1, le=1_000_000, description="Subword vocabulary size (joint; at least ~300: 256 byte-fallback pieces + characters), or word vocabulary size per side.")
     model_type: Literal["unigram", "bpe"] = Field("unigram", description="SentencePiece algorithm.")
-    character_coverage: float = Field(1.0, gt=0.9, le=1.0, description="SentencePiece character coverage (0.9995 for CJK scripts).")
+    character_coverage: float = Field(0.9995, gt=0.9, le=1.0, description="SentencePiece character coverage; rarer characters are spelled with byte-fallback pieces (1.0 keeps every character: fine for alphabetic scripts, too many pieces for CJK).")
     max_sentences: int = Field(2_000_000, ge=1000, description="Sentences sampled from the training corpus to build the vocabulary.")
     min_frequency: int = Field(1, ge=1, description="word vocabulary: drop words seen fewer times.")
 
