@@ -87,7 +87,7 @@ def _cmd_train(args) -> dict:
 def _translate(args, reference_column: str | None, output: str) -> dict:
     from job.checkpoint import local_checkpoint, read_checkpoint
     from job.pipeline import init_ray
-    from job.translate import bulk_translate, default_actors, read_for_translation
+    from job.translate import bulk_translate, count_rows, default_actors, read_for_translation
 
     with local_checkpoint(args.checkpoint) as d:
         ckpt_cfg = read_checkpoint(d).cfg
@@ -102,7 +102,7 @@ def _translate(args, reference_column: str | None, output: str) -> dict:
     return bulk_translate(args.checkpoint, ds, output, source_column=args.column, id_column=id_column,
                           reference_column=reference_column, num_actors=args.actors or default_actors(args.gpu),
                           use_gpu=args.gpu, batch_size=getattr(args, "batch_size", None) or ckpt_cfg.translate.batch_size,
-                          beam=args.beam)
+                          beam=args.beam, total_rows=count_rows(args.input))
 
 
 def _cmd_translate(args) -> dict:

@@ -88,7 +88,8 @@ class TranslateActor:
 
 def bulk_translate(checkpoint: str, ds, output: str, *, source_column: str = "source", id_column: str | None = None,
                    reference_column: str | None = None, num_actors: int = 1, use_gpu: bool = False,
-                   batch_size: int = 128, beam: int | None = None, progress: bool = True) -> dict:
+                   batch_size: int = 128, beam: int | None = None, progress: bool = True,
+                   total_rows: int | None = None) -> dict:
     """Translate every row of Ray Dataset `ds` and write `output` (.parquet or .csv) in input order.
 
     Returns counts by status and, when `reference_column` is set, the references and hypotheses.
@@ -129,8 +130,7 @@ def bulk_translate(checkpoint: str, ds, output: str, *, source_column: str = "so
                 writer = pacsv.CSVWriter(sink, out.schema) if fmt == "csv" else pq.ParquetWriter(sink, out.schema)
             writer.write_table(out)
             if progress:
-                rate = next_id / max(time.perf_counter() - started, 1e-9)
-                print(f"\r[translate] {next_id} rows, {rate:.0f} rows/s", end="", file=sys.stderr, flush=True)
+                print("\r" + progress_line(next_id, total_rows, time.perf_counter() - started), end="", file=sys.stderr, flush=True)
         if writer is None:  # empty input: still write a valid, empty file
             schema = pa.schema([("id", pa.int64()), ("source", pa.string()), ("translation", pa.string()),
                                 ("score", pa.float64()), ("status", pa.string())])
@@ -139,6 +139,43 @@ def bulk_translate(checkpoint: str, ds, output: str, *, source_column: str = "so
     if progress and next_id:
         print(file=sys.stderr)
     return {"rows": next_id, "status": counts, "hypotheses": hyps, "references": refs, "output": output}
+
+
+def progress_line(done: int, total: int | None, elapsed: float, width: int = 30) -> str:
+    """`[translate] [#####.....]  50%  500/1,000 rows  120 rows/s  eta 4s` (no bar when the total is unknown)."""
+    rate = done / max(elapsed, 1e-9)
+    if not total:
+        return f"[translate] {done:,} rows  {rate:,.0f} rows/s  {elapsed:.0f}s"
+    frac = min(done / total, 1.0)
+    bar = "#" * int(frac * width) + "." * (width - int(frac * width))
+    eta = (total - done) / rate if rate > 0 else float("inf")
+    return f"[translate] [{bar}] {frac:4.0%}  {done:,}/{total:,} rows  {rate:,.0f} rows/s  eta {eta:.0f}s"
+
+
+def count_rows(path: str) -> int | None:
+    """Rows in a local input, cheaply (Parquet metadata; lines for CSV/TSV/text, minus headers),
+    for the progress bar; None when unknown (remote inputs, compressed files)."""
+    from job.data import _is_remote, _local_files, detect_format
+
+    if _is_remote(path):
+        return None
+    files = _local_files(path)
+    fmt = detect_format(path, files)
+    total = 0
+    for f in files:
+        if fmt == "parquet":
+            total += pq.ParquetFile(f).metadata.num_rows
+        elif f.endswith((".gz", ".bz2")):
+            return None
+        else:
+            lines, last = 0, b"\n"
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    lines, last = lines + chunk.count(b"\n"), chunk[-1:]
+            # A last line without a newline still counts; CSV/TSV headers do not. (Quoted
+            # newlines inside CSV fields make this an over-estimate: it only drives the bar.)
+            total += lines + (last != b"\n") - (0 if fmt == "text" else 1)
+    return total
 
 
 def actor_resources(num_actors: int, use_gpu: bool) -> dict:

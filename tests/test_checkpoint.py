@@ -84,3 +84,4 @@ def test_checkpoint_uri_keeps_cloud_schemes(tmp_path):
     gcs = SimpleNamespace(path="bucket/runs/x/checkpoint_1", filesystem=SimpleNamespace(type_name="gcs"))
     assert checkpoint_uri(s3) == "s3://bucket/runs/x/checkpoint_1"
     assert checkpoint_uri(gcs) == "gs://bucket/runs/x/checkpoint_1"
+
