@@ -67,9 +67,8 @@ def _check_run_dir(cfg: Config, resume: bool) -> Vocabulary | None:
     if changed:
         raise ConfigError("--resume: these keys differ from the run's config and would make its checkpoints invalid: "
                           + "; ".join(changed))
-    return Vocabulary.load(storage.join(cfg.run_dir, VOCAB_DIR)) if not storage.is_uri(cfg.run_dir) else \
-        Vocabulary.from_files({n: storage.read_bytes(storage.join(cfg.run_dir, VOCAB_DIR, n))
-                               for n in ("vocab.json", "spm.model") if storage.exists(storage.join(cfg.run_dir, VOCAB_DIR, n))})
+    files = {name: storage.join(cfg.run_dir, VOCAB_DIR, name) for name in ("vocab.json", "spm.model")}
+    return Vocabulary.from_files({name: storage.read_bytes(path) for name, path in files.items() if storage.exists(path)})
 
 
 def _save_vocab(vocab: Vocabulary, run_dir: str) -> None:

@@ -85,9 +85,15 @@ def two_node_cluster(tmp_path):
 def submit(env, name, *job_args, timeout=600):
     """`ray job submit --working-dir . -- python -m job ...`, wait for a final state, return the
     JSON object the command printed last."""
-    sub_id = f"{name}-{uuid.uuid4().hex[:6]}"
-    ray_cli("job", "submit", "--no-wait", f"--submission-id={sub_id}", "--working-dir", ".", "--",
-            "python", "-m", "job", *job_args, env=env)
+    deadline = time.time() + 120
+    while True:  # right after `ray start` the head's job agent may not be up yet: Ray says "try again later"
+        sub_id = f"{name}-{uuid.uuid4().hex[:6]}"
+        proc = ray_cli("job", "submit", "--no-wait", f"--submission-id={sub_id}", "--working-dir", ".", "--",
+                       "python", "-m", "job", *job_args, env=env, check=False)
+        if proc.returncode == 0:
+            break
+        assert "try again later" in proc.stderr and time.time() < deadline, f"submit failed:\n{proc.stderr[-3000:]}"
+        time.sleep(3)
     deadline, state = time.time() + timeout, ""
     while time.time() < deadline:
         proc = ray_cli("job", "status", sub_id, env=env, check=False)
