@@ -67,9 +67,12 @@ def two_node_cluster(tmp_path):
     env["RAY_AUTH_TOKEN"] = token
     gcs, dash = free_port(), free_port()
     try:
+        # Fixed default ports (the dashboard agent's 52365, the client server's 10001) would clash
+        # with another Ray instance on this machine, e.g. the suite's embedded cluster.
         ray_cli("start", "--head", f"--port={gcs}", "--num-cpus=1", "--include-dashboard=true",
-                f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", f"--temp-dir={temp_dir}", env=env)
-        ray_cli("start", f"--address=127.0.0.1:{gcs}", "--num-cpus=1", env=env)
+                f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", f"--temp-dir={temp_dir}",
+                f"--dashboard-agent-listen-port={free_port()}", f"--ray-client-server-port={free_port()}", env=env)
+        ray_cli("start", f"--address=127.0.0.1:{gcs}", "--num-cpus=1", f"--dashboard-agent-listen-port={free_port()}", env=env)
         env["RAY_ADDRESS"] = f"http://127.0.0.1:{dash}"
         deadline = time.time() + 60
         while True:  # both nodes registered?
