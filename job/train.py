@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 import ray.train
 import ray.train.torch
 import torch
@@ -135,7 +136,6 @@ def _load_valid(rank: int, world: int) -> ValidSet:
     if not src:
         empty = np.zeros(0, np.int64)
         return ValidSet(empty, np.zeros(1, np.int64), empty, np.zeros(1, np.int64), empty, [])
-    import pyarrow as pa
     sv, so = list_column(pa.chunked_array([c for col in src for c in col.chunks]))
     tv, to = list_column(pa.chunked_array([c for col in tgt for c in col.chunks]))
     return ValidSet(sv, so, tv, to, np.concatenate(index), ref)
