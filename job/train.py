@@ -363,10 +363,10 @@ class ProgressPrinter(threading.Thread):
     """Prints new rows of the run's metrics.jsonl as one readable line each, on the driver, while
     the trainer runs (Ray's per-worker log forwarding stays off unless --verbose)."""
 
-    def __init__(self, run_dir: str, total_epochs: int, budget_s: float | None, out=None):
+    def __init__(self, run_dir: str, total_epochs: int, out=None):
         super().__init__(daemon=True)
         self.path = storage.join(run_dir, METRICS_FILE)
-        self.total_epochs, self.budget_s = total_epochs, budget_s
+        self.total_epochs = total_epochs
         self.out = out or sys.stdout
         self.seen = 0
         self.best: float | None = None
@@ -448,7 +448,7 @@ def fit(cfg: Config, vocab: Vocabulary, train_ds, valid_ds, train_rows: int):
             failure_config=FailureConfig(max_failures=cfg.scaling.max_failures),
         ),
     )
-    printer = ProgressPrinter(cfg.run_dir, cfg.train.epochs, cfg.train.max_minutes)
+    printer = ProgressPrinter(cfg.run_dir, cfg.train.epochs)
     printer.start()
     try:
         return trainer.fit()
