@@ -46,7 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "row per input row (id, source, translation, score, status) in input order.")
     p.add_argument("--checkpoint", required=True, help="checkpoint directory (local path or URI)")
     p.add_argument("--input", required=True, help="input file, directory or glob (.csv, .tsv, .parquet, .txt)")
-    p.add_argument("--output", required=True, help="output file: .parquet (default) or .csv")
+    p.add_argument("--output", required=True,
+                   help="output directory of resumable parts (Parquet, or CSV with --format csv), or one .parquet/.csv file")
+    p.add_argument("--format", choices=["parquet", "csv"], default="parquet", help="part format for a directory output (default: parquet)")
+    p.add_argument("--part-rows", type=int, default=None, help="rows per output part, the unit of resuming (default: 20000)")
     p.add_argument("--column", default="source", help="source text column (default: source)")
     p.add_argument("--id-column", default=None, help="column carried through as id (default: 'id' if present, else row numbers)")
     p.add_argument("--actors", type=int, default=None, help="translator actors (default: one per CPU, or per GPU with --gpu)")
@@ -87,39 +90,30 @@ def _cmd_train(args) -> dict:
 def _translate(args, reference_column: str | None, output: str) -> dict:
     from job.checkpoint import local_checkpoint, read_checkpoint
     from job.pipeline import init_ray
-    from job.translate import bulk_translate, count_rows, default_actors, read_for_translation
+    from job.translate import PART_ROWS, bulk_translate, default_actors
 
     with local_checkpoint(args.checkpoint) as d:
         ckpt_cfg = read_checkpoint(d).cfg
     init_ray(args.address, args.verbose)
-    extra = [reference_column] if reference_column else []
-    ds = read_for_translation(args.input, args.column, extra)
-    id_column = getattr(args, "id_column", None)
-    if id_column is None and "id" in ds.schema().names:
-        id_column = "id"
-    elif id_column and id_column not in ds.schema().names:
-        raise ConfigError(f"{args.input}: --id-column {id_column!r} not found; columns are {ds.schema().names}")
-    return bulk_translate(args.checkpoint, ds, output, source_column=args.column, id_column=id_column,
+    return bulk_translate(args.checkpoint, args.input, output, column=args.column, id_column=getattr(args, "id_column", None),
                           reference_column=reference_column, num_actors=args.actors or default_actors(args.gpu),
                           use_gpu=args.gpu, batch_size=getattr(args, "batch_size", None) or ckpt_cfg.translate.batch_size,
-                          beam=args.beam, total_rows=count_rows(args.input))
+                          beam=args.beam, part_rows=getattr(args, "part_rows", None) or PART_ROWS,
+                          output_format=getattr(args, "format", None))
 
 
 def _cmd_translate(args) -> dict:
     res = _translate(args, None, args.output)
-    return {"output": res["output"], "rows": res["rows"], "status": res["status"]}
+    return {k: res[k] for k in ("output", "rows", "status", "parts", "parts_resumed", "parts_written")}
 
 
 def _cmd_evaluate(args) -> dict:
     import os
     import tempfile
 
-    from job.evaluate import score
-
     with tempfile.TemporaryDirectory() as tmp:
         res = _translate(args, args.reference_column, args.output or os.path.join(tmp, "translations.parquet"))
-    scorable = [(h, r) for h, r in zip(res["hypotheses"], res["references"]) if r]
-    scores = score([h for h, _ in scorable], [r for _, r in scorable])
+    scores = res["scores"]
     print(scores.pop("bleu_detail"), file=sys.stderr)
     return {**scores, "rows": res["rows"], "status": res["status"], **({"output": args.output} if args.output else {})}
 

@@ -19,15 +19,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import ray
 import ray.data
 
 from job import storage
+from job.reader import FILE, LINE, RAW, STATUS, CorpusDatasource, ReaderError, read_header
 from job.vocab import Vocabulary
 
 OK = "ok"
 # Reasons a row cannot be used, in the order they are checked.
-REASONS = ("missing_source", "missing_target", "empty_source", "empty_target", "too_long")
+REASONS = ("blank_line", "wrong_field_count", "unterminated_quote", "malformed_csv", "invalid_utf8", "duplicate_header",
+           "missing_source", "missing_target", "empty_source", "empty_target", "too_long")
 
 # Reading, normalising, filtering and encoding are light next to training and decoding; asking
 # Ray for a quarter CPU each keeps them schedulable while Train workers or translator actors
@@ -70,6 +74,25 @@ def _local_files(path: str) -> list[str]:
     return files
 
 
+def list_files(path: str) -> list[str]:
+    """The files of a corpus path: a file, a directory (recursively; names starting with . or _
+    skipped), a local glob, or a file/prefix on any filesystem pyarrow reaches (s3://, gs://)."""
+    if not _is_remote(path):
+        return _local_files(path)
+    fs, p = pafs.FileSystem.from_uri(path)
+    scheme = path.split("://", 1)[0] + "://"
+    info = fs.get_file_info(p)
+    if info.type == pafs.FileType.File:
+        return [path]
+    if info.type == pafs.FileType.NotFound:
+        raise DataError(f"corpus not found: {path}")
+    files = sorted(scheme + i.path for i in fs.get_file_info(pafs.FileSelector(p, recursive=True))
+                   if i.type == pafs.FileType.File and not i.base_name.startswith((".", "_")))
+    if not files:
+        raise DataError(f"no files under {path}")
+    return files
+
+
 def detect_format(path: str, files: list[str] | None = None) -> str:
     names = files or [path]
     lower = [n.lower() for n in names]
@@ -80,58 +103,82 @@ def detect_format(path: str, files: list[str] | None = None) -> str:
     raise DataError(f"{path}: cannot tell the format from the file names {names[:3]}; use .csv, .tsv, .txt or .parquet files")
 
 
-def read_table_dataset(path: str, text_columns: list[str], *, plain_text_column: str | None = None) -> ray.data.Dataset:
-    """Read CSV/TSV/Parquet (or plain text, one sentence per line) with Ray Data.
-
-    `text_columns` are read as strings (no type inference: "42" and "true" stay text) and must
-    exist: a missing one is an error listing the columns the file has.
-    """
-    files = None if _is_remote(path) else _local_files(path)
-    fmt = detect_format(path, files)
-    empty = [f for f in files or [] if os.path.getsize(f) == 0]
-    if empty:
-        raise DataError(f"{empty[0]}: the file is empty (0 bytes)")
-    paths = files or path
+def _columns_of(file: str, fmt: str) -> list[str]:
+    fs, p = storage.fs_and_path(file)
     if fmt == "parquet":
-        ds = ray.data.read_parquet(paths, **LIGHT_TASK)
-    elif fmt == "text":
-        ds = ray.data.read_text(paths, drop_empty_lines=False, **LIGHT_TASK)
-        ds = ds.rename_columns({"text": plain_text_column or text_columns[0]})
-    else:
-        delimiter = "\t" if fmt == "tsv" else ","
-        ds = ray.data.read_csv(
-            paths,
-            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in text_columns}, strings_can_be_null=False, quoted_strings_can_be_null=False),
-            read_options=pacsv.ReadOptions(use_threads=False),
-            **LIGHT_TASK,
-        )
-    try:
-        schema = ds.schema()
-    except Exception as exc:  # pyarrow's parse errors arrive wrapped by Ray; keep their message
-        raise DataError(f"{path}: cannot read as {fmt}: {_root_message(exc)}") from None
-    if schema is None:
-        raise DataError(f"{path}: the corpus is empty (no rows)")
-    names = schema.names
-    missing = [c for c in text_columns if c not in names]
-    if missing:
-        raise DataError(f"{path}: column(s) {missing} not found; the file has columns {names}. Set data.source_column / data.target_column (or --column).")
-    return ds
+        with fs.open_input_file(p) as f:
+            return pq.read_schema(f).names
+    with fs.open_input_stream(p, compression="detect") as f:
+        try:
+            return read_header(f, fmt, file)
+        except ReaderError as exc:
+            raise DataError(str(exc)) from None
 
 
-def _root_message(exc: BaseException) -> str:
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    return str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+@dataclass
+class Corpus:
+    """A corpus path resolved on the driver: its files, format and the columns a read yields."""
+
+    path: str
+    files: list[str]
+    fmt: str
+    columns: list[str]         # text columns (as strings)
+    optional: tuple[str, ...]  # optional columns every file has (carried as they are)
+
+    def dataset(self) -> ray.data.Dataset:
+        source = CorpusDatasource(self.files, fmt=self.fmt, columns=self.columns, optional_columns=self.optional)
+        return ray.data.read_datasource(source, **LIGHT_TASK)
+
+
+def open_corpus(path: str, text_columns: list[str], *, optional_columns: tuple[str, ...] = (),
+                plain_text_column: str | None = None) -> Corpus:
+    """Resolve and check a CSV/TSV/Parquet/plain-text corpus on the driver, before any Ray task.
+
+    A missing path, an empty file, or a missing text column (the error names the file and the
+    columns it has) is a DataError. Plain-text files (one sentence per line) have one column,
+    named `plain_text_column` (default: the first text column).
+    """
+    files = list_files(path)
+    fmt = detect_format(path, files)
+    present = set(optional_columns)
+    for file in files:
+        fs, p = storage.fs_and_path(file)
+        if fs.get_file_info(p).size == 0:
+            raise DataError(f"{file}: the file is empty (0 bytes)")
+        if fmt == "text":
+            if len(text_columns) > 1:
+                raise DataError(f"{file}: a plain-text file has one column (one sentence per line); "
+                                f"columns {text_columns[1:]} need a CSV, TSV or Parquet file")
+            present = set()
+            continue
+        names = _columns_of(file, fmt)
+        missing = [c for c in text_columns if c not in names]
+        if missing:
+            raise DataError(f"{file}: column(s) {missing} not found; the file has columns {names}. "
+                            f"Set data.source_column / data.target_column (or --column).")
+        present &= set(names)
+    columns = [plain_text_column or text_columns[0]] if fmt == "text" else list(text_columns)
+    return Corpus(path, files, fmt, columns, tuple(c for c in optional_columns if c in present))
+
+
+def read_table_dataset(path: str, text_columns: list[str], **kwargs) -> ray.data.Dataset:
+    """Ray Dataset of a corpus (see open_corpus): the text columns as strings ("42" and "true"
+    stay text), the optional columns present, and job.reader's row-accounting columns
+    (_status: null or why the row could not be parsed, _raw, _file, _line, _row)."""
+    return open_corpus(path, text_columns, **kwargs).dataset()
 
 
 def _classify_batch(table: pa.Table, src_col: str, tgt_col: str | None) -> pa.Table:
-    """Normalise text and give each row a status (ok or the reason it cannot be used)."""
+    """Normalise text and give each row a status: ok, or why it cannot be used (the reader's
+    parse reasons first, then missing/empty sides)."""
+    parsed = table.column(STATUS).to_pylist()
     src = [normalise(x) for x in table.column(src_col).to_pylist()]
     tgt = [normalise(x) for x in table.column(tgt_col).to_pylist()] if tgt_col else [""] * len(src)
     status = []
-    for s, t in zip(src, tgt):
-        if s is None:
+    for p, s, t in zip(parsed, src, tgt):
+        if p is not None:
+            status.append(p)
+        elif s is None:
             status.append("missing_source")
         elif t is None:
             status.append("missing_target")
@@ -141,8 +188,9 @@ def _classify_batch(table: pa.Table, src_col: str, tgt_col: str | None) -> pa.Ta
             status.append("empty_target")
         else:
             status.append(OK)
-    cols = {"source": pa.array(src, pa.string()), "target": pa.array(tgt, pa.string()), "status": pa.array(status, pa.string())}
-    return pa.table(cols)
+    return pa.table({"source": pa.array(src, pa.string()), "target": pa.array(tgt, pa.string()),
+                     "status": pa.array(status, pa.string()), "raw": table.column(RAW),
+                     "file": table.column(FILE), "line": table.column(LINE)})
 
 
 @functools.lru_cache(maxsize=4)
@@ -233,19 +281,27 @@ def count_status(ds: ray.data.Dataset) -> Counter:
     return counts
 
 
+REJECT_COLUMNS = ("status", "file", "line", "source", "target", "raw")
+
+
 def write_rejects(split: Split, out_path: str) -> int:
-    """Write every rejected row (reason, source, target) to a CSV; returns the row count."""
+    """Write every rejected row to a CSV: reason, file, line (the record's first line in its
+    file; empty for Parquet), source, target (normalised, when the row parsed) and raw (the
+    line as read, when it did not). Returns the row count."""
     rejected = split.read - split.used
     if not rejected:
         return 0
-    schema = pa.schema([("reason", pa.string()), ("source", pa.string()), ("target", pa.string())])
+    names = ["reason", *REJECT_COLUMNS[1:]]
     with storage.open_output(out_path) as sink:
-        writer = pacsv.CSVWriter(sink, schema)
-        for batch in split.ds.select_columns(["status", "source", "target"], **LIGHT_TASK).iter_batches(batch_format="pyarrow", batch_size=65536):
+        writer = None
+        for batch in split.ds.select_columns(list(REJECT_COLUMNS), **LIGHT_TASK).iter_batches(batch_format="pyarrow", batch_size=65536):
             bad = batch.filter(pc.not_equal(batch.column("status"), OK))
             if bad.num_rows:
-                writer.write_table(pa.table([bad.column("status"), bad.column("source"), bad.column("target")], schema=schema))
-        writer.close()
+                table = pa.table([bad.column(c) for c in REJECT_COLUMNS], names=names)
+                writer = writer or pacsv.CSVWriter(sink, table.schema)
+                writer.write_table(table)
+        if writer is not None:
+            writer.close()
     return rejected
 
 

@@ -20,8 +20,7 @@ import yaml
 from job import storage
 from job.checkpoint import CONFIG_FILE, VOCAB_DIR
 from job.config import CHECKPOINT_SHAPING_KEYS, Config, ConfigError, diff_configs, dump_config
-from job.data import DataError, Split, classify, encode, iter_text_pairs, write_rejects
-from job.evaluate import score
+from job.data import LIGHT_TASK, DataError, Split, classify, encode, iter_text_pairs, write_rejects
 from job.train import best_checkpoint, fit
 from job.translate import bulk_translate, default_actors
 from job.vocab import Vocabulary, build_vocab
@@ -111,8 +110,10 @@ def run_train(cfg: Config, resume: bool = False) -> dict:
     data_summary = {name: s.summary() for name, s in splits.items()}
     storage.write_text(storage.join(cfg.run_dir, "data.json"), json.dumps(data_summary, indent=1))
 
-    train = splits["train"].ok().random_shuffle(seed=cfg.train.seed).materialize()
-    valid = splits["valid"].ok().materialize() if "valid" in splits and splits["valid"].used else None
+    train = splits["train"].ok().select_columns(["src_ids", "tgt_ids"], **LIGHT_TASK).random_shuffle(seed=cfg.train.seed).materialize()
+    valid = None
+    if "valid" in splits and splits["valid"].used:
+        valid = splits["valid"].ok().select_columns(["src_ids", "tgt_ids", "target"], **LIGHT_TASK).materialize()
     result = fit(cfg, vocab, train, valid, splits["train"].used)
     if result.error:
         raise result.error
@@ -122,11 +123,11 @@ def run_train(cfg: Config, resume: bool = False) -> dict:
 
     if "test" in splits and splits["test"].used:
         out = storage.join(cfg.run_dir, "test_translations.csv")
-        res = bulk_translate(best_path, splits["test"].ok(), out, source_column="source", reference_column="target",
+        res = bulk_translate(best_path, cfg.data.test, out, column=cfg.data.source_column, reference_column=cfg.data.target_column,
                              num_actors=cfg.translate.num_actors or default_actors(cfg.scaling.use_gpu),
                              use_gpu=cfg.scaling.use_gpu, batch_size=cfg.translate.batch_size,
                              beam=cfg.translate.beam_size, progress=False)
-        scores = score(res["hypotheses"], res["references"])
+        scores = res["scores"]
         summary.update(test_bleu=scores["bleu"], test_chrf=scores["chrf"], test_sentences=scores["sentences"], test_beam=cfg.translate.beam_size,
                        bleu_signature=scores["bleu_signature"], chrf_signature=scores["chrf_signature"],
                        test_translations=out)

@@ -29,6 +29,11 @@ def _fs(path: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), os.path.abspath(path)
 
 
+def fs_and_path(path: str) -> tuple[pafs.FileSystem, str]:
+    """pyarrow filesystem and in-filesystem path of a local path or URI."""
+    return _fs(path)
+
+
 def exists(path: str) -> bool:
     fs, p = _fs(path)
     return fs.get_file_info(p).type != pafs.FileType.NotFound

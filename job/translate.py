@@ -1,26 +1,33 @@
 """Translation: the `Translator` Python API and Ray Data bulk translation of whole corpora.
 
-Bulk translation: read (CSV/TSV/Parquet/text) -> map_batches(TranslateActor, actor pool; each
-actor loads the checkpoint once) -> one output row per input row, in input order, written to a
-temporary file and renamed into place. Output columns: id, source, translation, score, status
-(+ reference when the input has one).
+Bulk translation: read (CSV/TSV/Parquet/text, job.reader) -> map_batches(TranslateActor, actor
+pool; each actor loads the checkpoint once) -> one output row per input row, in input order,
+written in parts that land atomically, so an interrupted run resumes where it stopped. Output
+columns: id, source, translation, score, status (+ reference when asked for). Status: ok,
+truncated (source over data.max_length), empty_source, missing_source, or the reason the row
+could not be parsed (then source holds the raw line).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import torch
 
 from job import storage
 from job.checkpoint import local_checkpoint, read_checkpoint
-from job.data import LIGHT_TASK, OK, normalise, read_table_dataset
+from job.data import LIGHT_TASK, OK, Corpus, DataError, normalise, open_corpus
+from job.evaluate import score
+from job.reader import FILE, LINE, RAW, ROW, STATUS
 from job.search import decode_ids
 
 
@@ -72,73 +79,234 @@ class Translator:
         return out
 
 
-class TranslateActor:
-    """Ray Data callable class: one Translator per actor, reused for every batch."""
+PART_ROWS = 20_000
+_PART_NAME = re.compile(r"^part-(\d{5}-\d{6})\.(parquet|csv)$")
+JOB_FILE, DONE_FILE = "_job.json", "_SUCCESS.json"
 
-    def __init__(self, checkpoint: str, source_column: str, threads: int, batch_size: int | None, beam: int | None):
+
+class TranslateActor:
+    """Ray Data callable class: one Translator per actor (checkpoint loaded once), reused for every
+    batch. Tags each row with its output part; rows of parts already written (`skip`) pass
+    through undecoded."""
+
+    def __init__(self, checkpoint: str, source_column: str, threads: int, batch_size: int | None, beam: int | None,
+                 file_index: dict[str, int] | None = None, part_rows: int = PART_ROWS, skip: frozenset = frozenset()):
         self.translator = Translator.from_checkpoint(checkpoint, threads=threads)
         self.source_column, self.batch_size, self.beam = source_column, batch_size, beam
+        self.file_index, self.part_rows, self.skip = file_index or {}, part_rows, skip
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        results = self.translator.translate(table.column(self.source_column).to_pylist(), self.beam, self.batch_size)
-        return table.append_column("translation", pa.array([r.text for r in results], pa.string())) \
-            .append_column("score", pa.array([r.score for r in results], pa.float64())) \
-            .append_column("status", pa.array([r.status for r in results], pa.string()))
+        files = table.column(FILE).to_pylist()
+        rows = table.column(ROW).to_pylist()
+        parts = [f"{self.file_index.get(f, 0):05d}-{r // self.part_rows:06d}" for f, r in zip(files, rows)]
+        parsed = table.column(STATUS).to_pylist()
+        sources = table.column(self.source_column).to_pylist()
+        todo = [i for i, (part, st) in enumerate(zip(parts, parsed)) if st is None and part not in self.skip]
+        text: list = [None] * len(parts)
+        score: list = [None] * len(parts)
+        status: list = [st for st in parsed]  # a parse reason, or None (skipped) until translated
+        for i, r in zip(todo, self.translator.translate([sources[i] for i in todo], self.beam, self.batch_size)):
+            text[i], score[i], status[i] = r.text, r.score, r.status
+        for i, st in enumerate(parsed):
+            if st is not None:  # unparseable row: one output row all the same, source = the raw line
+                text[i], score[i] = "", 0.0
+                sources[i] = table.column(RAW)[i].as_py()
+        table = table.drop_columns([c for c in (FILE, ROW, LINE, STATUS, RAW) if c in table.column_names])
+        table = table.set_column(table.schema.get_field_index(self.source_column), self.source_column, pa.array(sources, pa.string()))
+        return table.append_column("translation", pa.array(text, pa.string())) \
+            .append_column("score", pa.array(score, pa.float64())) \
+            .append_column("status", pa.array(status, pa.string())) \
+            .append_column("_part", pa.array(parts, pa.string()))
 
 
-def bulk_translate(checkpoint: str, ds, output: str, *, source_column: str = "source", id_column: str | None = None,
+def bulk_translate(checkpoint: str, input_path: str, output: str, *, column: str = "source", id_column: str | None = None,
                    reference_column: str | None = None, num_actors: int = 1, use_gpu: bool = False,
                    batch_size: int = 128, beam: int | None = None, progress: bool = True,
-                   total_rows: int | None = None) -> dict:
-    """Translate every row of Ray Dataset `ds` and write `output` (.parquet or .csv) in input order.
+                   part_rows: int = PART_ROWS, output_format: str | None = None) -> dict:
+    """Translate every row of a corpus and write it in input order, resumably.
 
-    Returns counts by status and, when `reference_column` is set, the references and hypotheses.
+    output: a directory of parts (part-FFFFF-CCCCCC.parquet, or .csv with output_format="csv"),
+    or a single .parquet/.csv/.tsv file, assembled from parts kept in OUTPUT.parts/ until done.
+    A part holds up to `part_rows` consecutive rows of one input file and lands atomically
+    (written aside, then renamed); a re-run of the same job skips the parts already there.
+    id: `id_column` (default: an `id` column when every file has one), else the row's 0-based
+    position in the whole input. Returns rows, counts by status, and BLEU/chrF when
+    `reference_column` is given.
     """
     import ray.data
 
-    ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True
-    keep = [c for c in (id_column, source_column, reference_column) if c]
-    ds = ds.select_columns(keep, **LIGHT_TASK)
+    corpus = open_corpus(input_path, [column] + ([reference_column] if reference_column else []),
+                         optional_columns=(id_column or "id",), plain_text_column=column)
+    if id_column and id_column not in corpus.optional:
+        raise DataError(f"{input_path}: id column {id_column!r} not found in every file")
+    id_column = corpus.optional[0] if corpus.optional else None
+    single = output.lower().endswith((".parquet", ".pq", ".csv", ".tsv"))
+    fmt = "csv" if (output.lower().endswith((".csv", ".tsv")) if single else output_format == "csv") else "parquet"
+    parts_dir = output + ".parts" if single else output
+    job = {"input": input_path, "files": corpus.files, "column": column, "id_column": id_column,
+           "reference_column": reference_column, "checkpoint": checkpoint, "beam": beam, "part_rows": part_rows, "format": fmt}
+    done = _start_parts(parts_dir, job)
+
+    ds = corpus.dataset()
+    ds.context.execution_options.preserve_order = True
     ds = ds.map_batches(
         TranslateActor,
-        fn_constructor_kwargs={"checkpoint": checkpoint, "source_column": source_column, "threads": 1, "batch_size": batch_size, "beam": beam},
+        fn_constructor_kwargs={"checkpoint": checkpoint, "source_column": column, "threads": actor_threads(num_actors, use_gpu),
+                               "batch_size": batch_size, "beam": beam, "part_rows": part_rows, "skip": frozenset(done),
+                               "file_index": {f: i for i, f in enumerate(corpus.files)}},
         batch_size=batch_size * 8, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=num_actors),
         **actor_resources(num_actors, use_gpu),
     )
-    fmt = "csv" if output.lower().endswith((".csv", ".tsv")) else "parquet"
-    counts: dict[str, int] = {}
+    total_rows = count_rows(corpus) if progress else None
+    writer = _PartWriter(parts_dir, fmt, done)
+    seen, started = 0, time.perf_counter()
+    for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+        n = table.num_rows
+        ids = table.column(id_column) if id_column else pa.array(range(seen, seen + n), pa.int64())
+        cols = {"id": ids, "source": table.column(column), "translation": table.column("translation"),
+                "score": table.column("score"), "status": table.column("status")}
+        if reference_column:
+            cols["reference"] = table.column(reference_column)
+        writer.add(table.column("_part").to_pylist(), pa.table(cols))
+        seen += n
+        if progress:
+            print("\r" + progress_line(seen, total_rows, time.perf_counter() - started), end="", file=sys.stderr, flush=True)
+    writer.close()
+    if progress and seen:
+        print(file=sys.stderr)
+    parts = sorted(name for name in _list_dir(parts_dir) if _PART_NAME.match(name))
+    result = {"output": output, "rows": 0, "status": {}, "parts": len(parts), "parts_resumed": len(done),
+              "parts_written": writer.written}
     hyps, refs = [], []
-    next_id, started = 0, time.perf_counter()
+    for table in _read_parts(parts_dir, parts, fmt, ["status", "translation"] + (["reference"] if reference_column else [])):
+        result["rows"] += table.num_rows
+        for st in table.column("status").to_pylist():
+            result["status"][st] = result["status"].get(st, 0) + 1
+        if reference_column:
+            for st, h, r in zip(table.column("status").to_pylist(), table.column("translation").to_pylist(),
+                                table.column("reference").to_pylist()):
+                ref = normalise(r)
+                if ref and st in (OK, "truncated"):
+                    hyps.append(h)
+                    refs.append(ref)
+    if result["rows"] != seen:
+        raise RuntimeError(f"{parts_dir}: the parts hold {result['rows']} rows but the input has {seen}")
+    if single:
+        _assemble(parts_dir, parts, fmt, output)
+    else:
+        storage.write_text(storage.join(parts_dir, DONE_FILE), json.dumps({"rows": result["rows"], "status": result["status"]}))
+    if reference_column:
+        result["scores"] = score(hyps, refs)
+    return result
+
+
+def _list_dir(path: str) -> list[str]:
+    fs, p = storage.fs_and_path(path)
+    if fs.get_file_info(p).type == pafs.FileType.NotFound:
+        return []
+    return [info.base_name for info in fs.get_file_info(pafs.FileSelector(p))]
+
+
+def _start_parts(parts_dir: str, job: dict) -> set[str]:
+    """Parts already written by an earlier run of the same job (keys like 00000-000003); refuses
+    a directory holding another job's parts; removes leftovers of interrupted writes."""
+    names = _list_dir(parts_dir)
+    job_path = storage.join(parts_dir, JOB_FILE)
+    if names:
+        if JOB_FILE not in names:
+            raise DataError(f"output {parts_dir} exists and is not a translation output of this command; choose another --output")
+        old = json.loads(storage.read_text(job_path))
+        changed = [k for k in job if old.get(k) != job[k]]
+        if changed:
+            raise DataError(f"output {parts_dir} holds parts of a different translation job ({', '.join(changed)} differ); "
+                            f"use another --output or delete it")
+    storage.makedirs(parts_dir)
+    fs, p = storage.fs_and_path(parts_dir)
+    for name in names:
+        if ".tmp-" in name:
+            fs.delete_file(p + "/" + name)
+    if DONE_FILE in names:
+        fs.delete_file(p + "/" + DONE_FILE)
+    storage.write_text(job_path, json.dumps(job, indent=1))
+    return {m.group(1) for m in map(_PART_NAME.match, names) if m}
+
+
+class _PartWriter:
+    """Buffers consecutive rows of one part and writes each part when the next one starts (rows
+    arrive in input order, so a part is complete then). Parts in `done` are dropped."""
+
+    def __init__(self, parts_dir: str, fmt: str, done: set[str]):
+        self.dir, self.fmt, self.done = parts_dir, fmt, done
+        self.key, self.tables, self.flushed, self.written = None, [], set(), 0
+
+    def add(self, keys: list[str], table: pa.Table) -> None:
+        start = 0
+        for i in range(1, len(keys) + 1):
+            if i == len(keys) or keys[i] != keys[start]:
+                self._take(keys[start], table.slice(start, i - start))
+                start = i
+
+    def _take(self, key: str, table: pa.Table) -> None:
+        if key != self.key:
+            self._flush()
+            if key in self.flushed:
+                raise RuntimeError(f"rows of output part {key} arrived out of order")
+            self.key = key
+        if key not in self.done:
+            self.tables.append(table)
+
+    def _flush(self) -> None:
+        if self.key is not None and self.tables:
+            table = pa.concat_tables(self.tables)
+            with storage.open_output(storage.join(self.dir, f"part-{self.key}.{self.fmt}")) as sink:
+                _write_table(sink, table, self.fmt)
+            self.written += 1
+        if self.key is not None:
+            self.flushed.add(self.key)
+        self.tables = []
+
+    def close(self) -> None:
+        self._flush()
+        self.key = None
+
+
+def _write_table(sink, table: pa.Table, fmt: str) -> None:
+    if fmt == "csv":
+        pacsv.write_csv(table, sink)
+    else:
+        pq.write_table(table, sink)
+
+
+def _read_parts(parts_dir: str, parts: list[str], fmt: str, columns: list[str] | None = None):
+    for name in parts:
+        fs, p = storage.fs_and_path(storage.join(parts_dir, name))
+        if fmt == "csv":
+            with fs.open_input_stream(p) as f:
+                table = pacsv.read_csv(f, convert_options=pacsv.ConvertOptions(
+                    column_types={"source": pa.string(), "translation": pa.string(), "status": pa.string(), "reference": pa.string()},
+                    include_columns=columns))
+        else:
+            with fs.open_input_file(p) as f:
+                table = pq.read_table(f, columns=columns)
+        yield table
+
+
+def _assemble(parts_dir: str, parts: list[str], fmt: str, output: str) -> None:
+    """Concatenate the parts into the single output file (written aside, renamed), then remove them."""
     with storage.open_output(output) as sink:
         writer = None
-        for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-            n = table.num_rows
-            ids = table.column(id_column) if id_column else pa.array(range(next_id, next_id + n), pa.int64())
-            next_id += n
-            cols = {"id": ids, "source": table.column(source_column), "translation": table.column("translation"),
-                    "score": table.column("score"), "status": table.column("status")}
-            if reference_column:
-                cols["reference"] = table.column(reference_column)
-                refs += table.column(reference_column).to_pylist()
-                hyps += table.column("translation").to_pylist()
-            out = pa.table(cols)
-            for st in table.column("status").to_pylist():
-                counts[st] = counts.get(st, 0) + 1
+        for table in _read_parts(parts_dir, parts, fmt):
             if writer is None:
-                writer = pacsv.CSVWriter(sink, out.schema) if fmt == "csv" else pq.ParquetWriter(sink, out.schema)
-            writer.write_table(out)
-            if progress:
-                print("\r" + progress_line(next_id, total_rows, time.perf_counter() - started), end="", file=sys.stderr, flush=True)
-        if writer is None:  # empty input: still write a valid, empty file
+                writer = pacsv.CSVWriter(sink, table.schema) if fmt == "csv" else pq.ParquetWriter(sink, table.schema)
+            writer.write_table(table)
+        if writer is None:  # no rows: still a valid, empty file
             schema = pa.schema([("id", pa.int64()), ("source", pa.string()), ("translation", pa.string()),
                                 ("score", pa.float64()), ("status", pa.string())])
             writer = pacsv.CSVWriter(sink, schema) if fmt == "csv" else pq.ParquetWriter(sink, schema)
         writer.close()
-    if progress and next_id:
-        print(file=sys.stderr)
-    return {"rows": next_id, "status": counts, "hypotheses": hyps, "references": refs, "output": output}
+    fs, p = storage.fs_and_path(parts_dir)
+    fs.delete_dir(p)
 
 
 def progress_line(done: int, total: int | None, elapsed: float, width: int = 30) -> str:
@@ -152,18 +320,14 @@ def progress_line(done: int, total: int | None, elapsed: float, width: int = 30)
     return f"[translate] [{bar}] {frac:4.0%}  {done:,}/{total:,} rows  {rate:,.0f} rows/s  eta {eta:.0f}s"
 
 
-def count_rows(path: str) -> int | None:
-    """Rows in a local input, cheaply (Parquet metadata; lines for CSV/TSV/text, minus headers),
+def count_rows(corpus: Corpus) -> int | None:
+    """Rows in a local corpus, cheaply (Parquet metadata; lines for CSV/TSV/text, minus headers),
     for the progress bar; None when unknown (remote inputs, compressed files)."""
-    from job.data import _is_remote, _local_files, detect_format
-
-    if _is_remote(path):
-        return None
-    files = _local_files(path)
-    fmt = detect_format(path, files)
     total = 0
-    for f in files:
-        if fmt == "parquet":
+    for f in corpus.files:
+        if "://" in f:
+            return None
+        if corpus.fmt == "parquet":
             total += pq.ParquetFile(f).metadata.num_rows
         elif f.endswith((".gz", ".bz2")):
             return None
@@ -174,20 +338,26 @@ def count_rows(path: str) -> int | None:
                     lines, last = lines + chunk.count(b"\n"), chunk[-1:]
             # A last line without a newline still counts; CSV/TSV headers do not. (Quoted
             # newlines inside CSV fields make this an over-estimate: it only drives the bar.)
-            total += lines + (last != b"\n") - (0 if fmt == "text" else 1)
+            total += lines + (last != b"\n") - (0 if corpus.fmt == "text" else 1)
     return total
 
 
 def actor_resources(num_actors: int, use_gpu: bool) -> dict:
-    """Ray resources per translator actor: a GPU each, or up to one CPU each while leaving a
-    little CPU for the light read/filter tasks that feed them (else the pipeline can stall)."""
+    """Ray resources per translator actor: a GPU each, or an equal share of the CPUs while leaving
+    a little CPU for the light read tasks that feed them (else the pipeline can stall)."""
     import ray
 
     if use_gpu:
         return {"num_gpus": 1, "num_cpus": 0}
     total = ray.cluster_resources().get("CPU", 1.0)
-    reserve = LIGHT_TASK["num_cpus"]
-    return {"num_cpus": min(1.0, max(0.1, (total - reserve) / num_actors))}
+    return {"num_cpus": max(0.1, (total - LIGHT_TASK["num_cpus"]) / num_actors)}
+
+
+def actor_threads(num_actors: int, use_gpu: bool) -> int:
+    """Torch threads per translator actor: its share of the CPUs, rounded (at least one)."""
+    if use_gpu:
+        return 1
+    return max(1, round(actor_resources(num_actors, use_gpu)["num_cpus"]))
 
 
 def default_actors(use_gpu: bool) -> int:
@@ -197,8 +367,3 @@ def default_actors(use_gpu: bool) -> int:
     if use_gpu:
         return max(1, int(resources.get("GPU", 1)))
     return max(1, int(resources.get("CPU", os.cpu_count() or 1)))
-
-
-def read_for_translation(path: str, column: str, extra: list[str]):
-    """Ray Dataset of the input, text columns as strings; plain text files become `column`."""
-    return read_table_dataset(path, [column, *extra], plain_text_column=column)

@@ -13,12 +13,19 @@ from job.config import load_config
 pytestmark = pytest.mark.integration
 
 
+MESSY_ROWS = b'one,two\n"never closed,x,y\nbad\xff,byte,z\n,empty source,z\nsource,target,origin\n'
+MESSY_REASONS = {"wrong_field_count": 1, "unterminated_quote": 1, "invalid_utf8": 1, "empty_source": 1, "duplicate_header": 1}
+
+
 @pytest.fixture(scope="module")
 def tiny_run(ray_cluster, tmp_path_factory):
     from job.pipeline import run_train
 
     tmp = tmp_path_factory.mktemp("tiny")
-    cfg = load_config(None, tiny_overrides(tmp))
+    # The tiny corpus plus rows nobody cleaned: they are counted and set aside, training goes on.
+    train = tmp / "train.csv"
+    train.write_bytes((DATA / "tiny_train.csv").read_bytes() + MESSY_ROWS)
+    cfg = load_config(None, tiny_overrides(tmp, **{"data.train": str(train)}))
     summary = run_train(cfg)
     return cfg, summary
 
@@ -52,7 +59,13 @@ def test_data_counts_add_up(tiny_run):
     for split in ("train", "valid", "test"):
         d = summary["data"][split]
         assert d["read"] == d["used"] + sum(d["rejected"].values())
-    assert summary["data"]["train"]["read"] == 500
+    assert summary["data"]["train"]["read"] == 500 + len(MESSY_REASONS)
+    rejected = dict(summary["data"]["train"]["rejected"])
+    rejected.pop("too_long", None)  # a few tiny-corpus pairs exceed data.max_length
+    assert rejected == MESSY_REASONS
+    rows = list(csv.DictReader(open(os.path.join(summary["run_dir"], "rejects", "train.csv"), encoding="utf-8")))
+    assert len(rows) == sum(summary["data"]["train"]["rejected"].values())
+    assert sorted(int(r["line"]) for r in rows if r["reason"] in MESSY_REASONS) == list(range(502, 507))
     assert summary["test_sentences"] == summary["data"]["test"]["used"]
     assert summary["test_bleu"] is not None and summary["test_chrf"] is not None
 
@@ -66,33 +79,76 @@ def test_workers_took_the_same_steps(tiny_run):
 
 
 def test_bulk_translate_one_row_per_input_row_ids_kept(tiny_run, tmp_path):
-    from job.translate import bulk_translate, read_for_translation
+    from job.translate import bulk_translate
 
     _, summary = tiny_run
-    ds = read_for_translation(str(DATA / "tiny_test.csv"), "source", [])
     out = tmp_path / "out.parquet"
-    res = bulk_translate(summary["best_checkpoint"], ds, str(out), id_column="id", num_actors=2, batch_size=8, progress=False)
+    res = bulk_translate(summary["best_checkpoint"], str(DATA / "tiny_test.csv"), str(out), num_actors=2, batch_size=8,
+                         part_rows=7, progress=False)
     table = pq.read_table(out)
     inputs = list(csv.DictReader(open(DATA / "tiny_test.csv", encoding="utf-8")))
-    assert res["rows"] == table.num_rows == len(inputs)
-    assert table.column("id").to_pylist() == [r["id"] for r in inputs]
+    assert res["rows"] == table.num_rows == len(inputs) and res["parts"] == 6  # 40 rows in parts of 7
+    assert table.column("id").to_pylist() == [r["id"] for r in inputs]  # the input's id column, in order
     assert table.column("source").to_pylist() == [r["source"] for r in inputs]
-    assert set(table.column_names) >= {"id", "source", "translation", "score", "status"}
+    assert table.column_names == ["id", "source", "translation", "score", "status"]
+    assert not os.path.exists(str(out) + ".parts")
 
 
-def test_bulk_translate_keeps_empty_rows_with_a_status(tiny_run, tmp_path):
-    from job.translate import bulk_translate, read_for_translation
+def test_bulk_translate_keeps_every_row_with_a_status(tiny_run, tmp_path):
+    from job.translate import bulk_translate
 
     _, summary = tiny_run
     src = tmp_path / "in.csv"
-    src.write_text("source\nSave the file\n\"\"\n42\ntrue\n", encoding="utf-8")
-    ds = read_for_translation(str(src), "source", [])
+    src.write_bytes(b'source\nSave the file\n""\n42\ntrue\nbad\xff byte\n"never closed\nlast\n')
     out = tmp_path / "out.csv"
-    bulk_translate(summary["best_checkpoint"], ds, str(out), num_actors=1, progress=False)
+    res = bulk_translate(summary["best_checkpoint"], str(src), str(out), num_actors=1, progress=False)
     rows = list(csv.DictReader(open(out, encoding="utf-8")))
-    assert [r["source"] for r in rows] == ["Save the file", "", "42", "true"]
-    assert [r["status"] for r in rows] == ["ok", "empty_source", "ok", "ok"]
-    assert [r["id"] for r in rows] == ["0", "1", "2", "3"]
+    assert [r["source"] for r in rows] == ["Save the file", "", "42", "true", "bad\\xff byte", '"never closed', "last"]
+    assert [r["status"] for r in rows] == ["ok", "empty_source", "ok", "ok", "invalid_utf8", "unterminated_quote", "ok"]
+    assert [r["id"] for r in rows] == ["0", "1", "2", "3", "4", "5", "6"]  # no id column: row numbers
+    assert res["rows"] == 7 and res["status"] == {"ok": 4, "empty_source": 1, "invalid_utf8": 1, "unterminated_quote": 1}
+
+
+def test_bulk_translate_parquet_and_text_inputs(tiny_run, tmp_path):
+    import pyarrow as pa
+
+    from job.translate import bulk_translate
+
+    _, summary = tiny_run
+    pq.write_table(pa.table({"key": [10, 20, 30], "en": ["Open", "Close", "Save"]}), tmp_path / "in.parquet")
+    res = bulk_translate(summary["best_checkpoint"], str(tmp_path / "in.parquet"), str(tmp_path / "o1.parquet"),
+                         column="en", id_column="key", progress=False)
+    table = pq.read_table(tmp_path / "o1.parquet")
+    assert table.column("id").to_pylist() == [10, 20, 30] and res["status"] == {"ok": 3}  # int ids stay ints
+    (tmp_path / "in.txt").write_text("Open\n\nSave\n", encoding="utf-8")
+    res = bulk_translate(summary["best_checkpoint"], str(tmp_path / "in.txt"), str(tmp_path / "o2.parquet"), progress=False)
+    assert pq.read_table(tmp_path / "o2.parquet").column("status").to_pylist() == ["ok", "empty_source", "ok"]
+
+
+def test_bulk_translate_resumes_without_redoing_or_duplicating(tiny_run, tmp_path):
+    """Parts written before an interruption are kept; only the missing ones are translated."""
+    from job.data import DataError
+    from job.translate import bulk_translate
+
+    _, summary = tiny_run
+    out = tmp_path / "out"
+    kw = dict(num_actors=1, batch_size=8, part_rows=10, progress=False, output_format="csv")
+    first = bulk_translate(summary["best_checkpoint"], str(DATA / "tiny_test.csv"), str(out), **kw)
+    assert first["parts_written"] == 4 and first["rows"] == 40
+    names = sorted(os.listdir(out))
+    assert names == ["_SUCCESS.json", "_job.json"] + [f"part-00000-{i:06d}.csv" for i in range(4)]
+    full = [open(out / n, encoding="utf-8").read() for n in names if n.startswith("part-")]
+    # As if the run had died while writing part 2 and before part 3: a leftover temporary file.
+    os.remove(out / "part-00000-000002.csv")
+    os.remove(out / "part-00000-000003.csv")
+    os.remove(out / "_SUCCESS.json")
+    (out / "part-00000-000002.csv.tmp-deadbeef").write_text("half a part", encoding="utf-8")
+    again = bulk_translate(summary["best_checkpoint"], str(DATA / "tiny_test.csv"), str(out), **kw)
+    assert (again["parts_resumed"], again["parts_written"], again["rows"]) == (2, 2, 40)
+    assert sorted(os.listdir(out)) == names
+    assert [open(out / n, encoding="utf-8").read() for n in names if n.startswith("part-")] == full
+    with pytest.raises(DataError, match="different translation job .*beam"):
+        bulk_translate(summary["best_checkpoint"], str(DATA / "tiny_test.csv"), str(out), beam=2, **kw)
 
 
 def test_python_api_translates_with_scores(tiny_run):
@@ -121,7 +177,7 @@ def test_report_writes_plots_and_summary(tiny_run):
         with Image.open(p) as im:
             assert im.size[0] >= 500 and im.size[1] >= 300
     md = open(rep["summary"], encoding="utf-8").read()
-    assert "| train | 500 |" in md and "Best validation BLEU" in md and "![loss.png](loss.png)" in md
+    assert "| train | 505 |" in md and "Best validation BLEU" in md and "![loss.png](loss.png)" in md
     assert os.path.isdir(os.path.join(summary["run_dir"], "tensorboard"))
 
 
