@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -96,10 +96,31 @@ class TrainConfig(_Section):
 class ScalingSection(_Section):
     """Ray Train workers."""
 
-    num_workers: int = Field(2, ge=1, description="Ray Train workers (DDP ranks).")
+    num_workers: int | list[int] = Field(2, description="Ray Train workers (DDP ranks): a number, or [min, max] for elastic training "
+                                                      "(starts with what the cluster has, at least min; keeps going when workers are "
+                                                      "lost; grows back up to max as nodes return).")
+    elastic_resize_interval_s: float = Field(60.0, gt=0, description="Elastic runs: seconds between checks for room to add workers "
+                                                                     "(a resize restarts the workers from the latest checkpoint).")
     use_gpu: bool = Field(False, description="One GPU per worker (NCCL, bf16 autocast).")
     cpus_per_worker: float = Field(1, gt=0, description="CPUs reserved per worker.")
     max_failures: int = Field(0, ge=-1, description="Worker-group restarts from the latest checkpoint (-1: unlimited).")
+
+    @field_validator("num_workers")
+    @classmethod
+    def _workers(cls, v):
+        if isinstance(v, list):
+            if len(v) != 2 or not 1 <= v[0] <= v[1]:
+                raise ValueError(f"must be a number >= 1 or [min, max] with 1 <= min <= max, got {v}")
+        elif v < 1:
+            raise ValueError(f"must be >= 1 (or [min, max] for elastic training), got {v}")
+        return v
+
+    @property
+    def max_workers(self) -> int:
+        return self.num_workers[1] if isinstance(self.num_workers, list) else self.num_workers
+
+    def ray_num_workers(self) -> int | tuple[int, int]:
+        return tuple(self.num_workers) if isinstance(self.num_workers, list) else self.num_workers
 
 
 class TranslateConfig(_Section):

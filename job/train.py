@@ -210,9 +210,9 @@ def _autocast(device):
 def train_loop_per_worker(loop_config: dict) -> None:
     cfg = Config.model_validate(loop_config["config"])
     vocab = Vocabulary.from_files(loop_config["vocab_files"])
-    rows_per_worker = max(1, loop_config["train_rows"] // loop_config["num_workers"])
     ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()  # elastic runs: whatever size this restart got
+    rows_per_worker = max(1, loop_config["train_rows"] // world)
     torch.set_num_threads(cfg.train.threads_per_worker or max(1, int(cfg.scaling.cpus_per_worker)))
     device = ray.train.torch.get_device()
     torch.manual_seed(cfg.train.seed)
@@ -431,10 +431,11 @@ def fit(cfg: Config, vocab: Vocabulary, train_ds, valid_ds, train_rows: int):
         train_loop_per_worker,
         train_loop_config={
             "config": cfg.model_dump(mode="json"), "vocab_files": vocab.to_files(), "run_dir": cfg.run_dir,
-            "train_rows": train_rows, "num_workers": cfg.scaling.num_workers, "has_valid": valid_ds is not None,
+            "train_rows": train_rows, "has_valid": valid_ds is not None,
         },
         scaling_config=ScalingConfig(
-            num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
+            num_workers=cfg.scaling.ray_num_workers(), use_gpu=cfg.scaling.use_gpu,
+            elastic_resize_monitor_interval_s=cfg.scaling.elastic_resize_interval_s,
             resources_per_worker={"CPU": cfg.scaling.cpus_per_worker, **({"GPU": 1} if cfg.scaling.use_gpu else {})},
         ),
         datasets=datasets,

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -55,34 +56,88 @@ def kill_cluster(temp_dir: str) -> None:
                 pass
 
 
-@pytest.fixture
-def two_node_cluster(tmp_path):
-    temp_dir = f"/tmp/ray-submit-{uuid.uuid4().hex[:8]}"
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env.update(HOME=str(home), PATH=f"{BIN}:{env.get('PATH', '')}", RAY_AUTH_MODE="token", PYTHONUNBUFFERED="1")
-    token = ray_cli("get-auth-token", "--generate", env=env).stdout.strip().splitlines()[-1]
-    assert (home / ".ray" / "auth_token").exists()
-    env["RAY_AUTH_TOKEN"] = token
-    gcs, dash = free_port(), free_port()
-    try:
+def raylet_pids() -> set[int]:
+    pids = set()
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                exe = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[0]
+            except OSError:
+                continue
+            if exe.endswith(b"/raylet"):
+                pids.add(int(pid))
+    return pids
+
+
+class Cluster:
+    """`ray start` nodes of one cluster on this machine (token auth on), each node 1 CPU."""
+
+    def __init__(self, tmp_path):
+        self.temp_dir = f"/tmp/ray-submit-{uuid.uuid4().hex[:8]}"
+        home = tmp_path / "home"
+        home.mkdir()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        env.update(HOME=str(home), PATH=f"{BIN}:{env.get('PATH', '')}", RAY_AUTH_MODE="token", PYTHONUNBUFFERED="1")
+        token = ray_cli("get-auth-token", "--generate", env=env).stdout.strip().splitlines()[-1]
+        assert (home / ".ray" / "auth_token").exists()
+        env["RAY_AUTH_TOKEN"] = token
+        self.env, self.gcs, dash = env, free_port(), free_port()
         # Fixed default ports (the dashboard agent's 52365, the client server's 10001) would clash
         # with another Ray instance on this machine, e.g. the suite's embedded cluster.
-        ray_cli("start", "--head", f"--port={gcs}", "--num-cpus=1", "--include-dashboard=true",
-                f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", f"--temp-dir={temp_dir}",
+        ray_cli("start", "--head", f"--port={self.gcs}", "--num-cpus=1", "--include-dashboard=true",
+                f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", f"--temp-dir={self.temp_dir}",
                 f"--dashboard-agent-listen-port={free_port()}", f"--ray-client-server-port={free_port()}", env=env)
-        ray_cli("start", f"--address=127.0.0.1:{gcs}", "--num-cpus=1", f"--dashboard-agent-listen-port={free_port()}", env=env)
-        env["RAY_ADDRESS"] = f"http://127.0.0.1:{dash}"
-        deadline = time.time() + 60
-        while True:  # both nodes registered?
-            status = ray_cli("status", f"--address=127.0.0.1:{gcs}", env=env, check=False).stdout
-            if status.count("node_") >= 2 or time.time() > deadline:
-                break
+        self.env["RAY_ADDRESS"] = f"http://127.0.0.1:{dash}"
+        self.nodes = 1
+
+    def add_node(self) -> int:
+        """Start one more 1-CPU node; returns its raylet's pid once the cluster lists it."""
+        before = raylet_pids()
+        ray_cli("start", f"--address=127.0.0.1:{self.gcs}", "--num-cpus=1", f"--dashboard-agent-listen-port={free_port()}", env=self.env)
+        self.nodes += 1
+        self.wait_for_nodes(self.nodes)
+        new = raylet_pids() - before
+        assert len(new) == 1, new
+        return new.pop()
+
+    def wait_for_nodes(self, n: int, timeout: float = 60) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            status = ray_cli("status", f"--address=127.0.0.1:{self.gcs}", env=self.env, check=False).stdout
+            active = status.split("Pending:")[0] if "Pending:" in status else status
+            if active.count("node_") >= n:
+                return
             time.sleep(2)
-        yield env
+
+    def kill_node(self, raylet_pid: int) -> None:
+        """SIGKILL a node's raylet and every process it started (its workers die with it)."""
+        children = [int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == raylet_pid]
+        for pid in [raylet_pid, *children]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        self.nodes -= 1
+
+    def stop(self) -> None:
+        kill_cluster(self.temp_dir)  # not `ray stop`: that would stop every Ray cluster on the machine
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@pytest.fixture
+def two_node_cluster(tmp_path):
+    cluster = Cluster(tmp_path)
+    try:
+        cluster.add_node()
+        yield cluster.env
     finally:
-        kill_cluster(temp_dir)  # not `ray stop`: that would stop every Ray cluster on the machine
+        cluster.stop()
 
 
 def submit(env, name, *job_args, timeout=600):
@@ -130,3 +185,50 @@ def test_submitted_training_uses_both_nodes_then_translate_job(two_node_cluster,
     outputs = list(csv.DictReader(open(out, encoding="utf-8")))
     assert res["rows"] == len(outputs) == len(inputs)
     assert [r["id"] for r in outputs] == [r["id"] for r in inputs]
+
+
+def test_elastic_run_survives_a_lost_node_and_grows_back(tmp_path):
+    """scaling.num_workers [1, 2]: a node dies mid-run -> the run goes on with 1 worker from the
+    latest checkpoint; a node joins -> it grows back to 2 workers; every epoch is validated once."""
+    cluster = Cluster(tmp_path)
+    try:
+        node = cluster.add_node()
+        shared = tmp_path / "shared"
+        overrides = tiny_overrides(tmp_path, **{
+            "storage_path": str(shared), "data.test": "null", "train.epochs": 10, "train.batch_tokens": 300,
+            "scaling.num_workers": "[1,2]", "scaling.max_failures": 5, "scaling.elastic_resize_interval_s": 5})
+        metrics = shared / "sample" / "metrics.jsonl"
+        events: list[str] = []
+
+        def rows():
+            try:
+                return [json.loads(line) for line in open(metrics)]
+            except (OSError, ValueError):
+                return []
+
+        def chaos():
+            deadline = time.time() + 400
+            while time.time() < deadline and not events:  # lose a node after the second checkpoint
+                if sum("valid_loss" in r for r in rows()) >= 2:
+                    cluster.kill_node(node)
+                    events.append("killed")
+                time.sleep(0.2)
+            while time.time() < deadline:  # once the run has resumed on one worker, add a node
+                if any(r.get("event") == "resume" and r["workers"] == 1 for r in rows()):
+                    cluster.add_node()
+                    events.append("added")
+                    return
+                time.sleep(0.5)
+
+        watcher = threading.Thread(target=chaos, daemon=True)
+        watcher.start()
+        summary = submit(cluster.env, "elastic", "train", "--set", *overrides, timeout=900)
+        watcher.join(timeout=5)
+        assert events == ["killed", "added"], events
+        log = rows()
+        sizes = [(r["event"], r["workers"]) for r in log if r.get("event") in ("start", "resume")]
+        assert sizes[0] == ("start", 2) and ("resume", 1) in sizes and sizes[-1] == ("resume", 2), sizes
+        assert [r["epoch"] for r in log if "valid_loss" in r and not r.get("averaged")] == list(range(1, 11))
+        assert summary["best_checkpoint"]
+    finally:
+        cluster.stop()
