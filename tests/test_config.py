@@ -85,3 +85,12 @@ def test_readme_config_reference_is_generated_from_the_models():
     assert render(readme) == readme, "README config reference is stale: run `make docs`"
     for section in ("data", "vocab", "model", "train", "scaling", "translate"):
         assert f"`{section}." in readme
+
+
+def test_elastic_workers_range():
+    cfg = load_config(None, ["scaling.num_workers=[1, 4]"])
+    assert cfg.scaling.ray_num_workers() == (1, 4) and cfg.scaling.max_workers == 4
+    assert load_config(None, ["scaling.num_workers=3"]).scaling.ray_num_workers() == 3
+    for bad in ("[4, 1]", "[0, 2]", "[1, 2, 3]", "0"):
+        with pytest.raises(ConfigError, match=r"scaling\.num_workers.*min <= max|scaling\.num_workers.*>= 1"):
+            load_config(None, [f"scaling.num_workers={bad}"])
