@@ -25,7 +25,7 @@ import ray
 import ray.data
 
 from job import storage
-from job.reader import FILE, LINE, RAW, STATUS, CorpusDatasource, ReaderError, read_header
+from job.reader import FILE, LINE, RAW, ROWS_PER_BLOCK, STATUS, CorpusDatasource, ReaderError, read_header
 from job.vocab import Vocabulary
 
 OK = "ok"
@@ -125,8 +125,9 @@ class Corpus:
     columns: list[str]         # text columns (as strings)
     optional: tuple[str, ...]  # optional columns every file has (carried as they are)
 
-    def dataset(self) -> ray.data.Dataset:
-        source = CorpusDatasource(self.files, fmt=self.fmt, columns=self.columns, optional_columns=self.optional)
+    def dataset(self, rows_per_block: int = ROWS_PER_BLOCK) -> ray.data.Dataset:
+        source = CorpusDatasource(self.files, fmt=self.fmt, columns=self.columns, optional_columns=self.optional,
+                                  rows_per_block=rows_per_block)
         return ray.data.read_datasource(source, **LIGHT_TASK)
 
 

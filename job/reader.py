@@ -43,7 +43,7 @@ STATUS, RAW, FILE, LINE, ROW = "_status", "_raw", "_file", "_line", "_row"
 META_COLUMNS = (STATUS, RAW, FILE, LINE, ROW)
 _BAD_UTF8 = re.compile("[\udc80-\udcff]")  # bytes that did not decode, kept by surrogateescape
 _BOM = "\ufeff"
-_ROWS_PER_BLOCK = 50_000
+ROWS_PER_BLOCK = 50_000
 
 
 class ReaderError(ValueError):
@@ -178,11 +178,14 @@ def parse_text_lines(lines: Iterator[str]) -> Iterator[tuple[int, list[str] | No
 class CorpusDatasource(FileBasedDatasource):
     """Ray Data datasource over CSV/TSV/text/Parquet files: the requested columns as strings plus
     the row-accounting columns `_status`, `_raw`, `_file`, `_line`, `_row` (module docstring).
-    One read task per file, streamed in blocks of at most 50,000 rows."""
+    One read task per file, streamed in blocks of at most `rows_per_block` rows (small blocks
+    spread the work of a single large file over an actor pool)."""
 
-    def __init__(self, paths: list[str], *, fmt: str, columns: list[str], optional_columns: tuple[str, ...] = (), **kwargs):
+    def __init__(self, paths: list[str], *, fmt: str, columns: list[str], optional_columns: tuple[str, ...] = (),
+                 rows_per_block: int = ROWS_PER_BLOCK, **kwargs):
         super().__init__(paths, **kwargs)
         self.fmt, self.columns, self.optional = fmt, list(columns), tuple(optional_columns)
+        self.rows_per_block = rows_per_block
         # Ray hands _read_stream the filesystem's path (no scheme); rows name the file as given.
         self.names = {_strip_scheme(p): p for p in paths}
 
@@ -218,7 +221,7 @@ class CorpusDatasource(FileBasedDatasource):
                 rows.add(line, None, reason, raw)
             else:
                 rows.add(line, [fields[index[c]] if c in index else None for c in wanted], None, None)
-            if len(rows) >= _ROWS_PER_BLOCK:
+            if len(rows) >= self.rows_per_block:
                 yield rows.build()
                 rows = _Block(wanted, name, rows.end)
         if len(rows):
@@ -234,7 +237,7 @@ class CorpusDatasource(FileBasedDatasource):
             raise ReaderError(f"{name}: column(s) {missing} not found; the file has columns {pf.schema_arrow.names}")
         have = [c for c in wanted if c in pf.schema_arrow.names]
         start = 0
-        for batch in pf.iter_batches(batch_size=_ROWS_PER_BLOCK, columns=have):
+        for batch in pf.iter_batches(batch_size=self.rows_per_block, columns=have):
             n = batch.num_rows
             # Text columns become strings; optional ones (an id) keep their type.
             arrays = [(batch.column(c).cast(pa.string()) if c in self.columns else batch.column(c)) if c in have

@@ -12,36 +12,55 @@ from job.model import Seq2Seq
 from job.vocab import BOS, EOS, PAD
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def greedy(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: torch.Tensor):
-    """Batched greedy decoding.
+    """Batched greedy decoding; sentences that finished leave the batch, so a step costs only
+    what is still being decoded.
 
     src: (B, S) ids ending in EOS, PAD-padded; src_len: (B,); max_len: (B,) longest output per
     sentence, EOS excluded. Returns tokens (B, T) (EOS removed, PAD after the end), scores (B,)
     (summed log-probabilities including the EOS step) and attention (B, T, S) or None.
     """
     enc_out, state, keys, src_mask = model.encode(src, src_len)
-    batch = src.size(0)
-    inp = torch.full((batch, 1), BOS, dtype=torch.long, device=src.device)
-    done = torch.zeros(batch, dtype=torch.bool, device=src.device)
-    scores = torch.zeros(batch, device=src.device)
-    max_len = max_len.to(src.device)
+    batch, device = src.size(0), src.device
+    alive = torch.arange(batch, device=device)  # sentence of each row still in the batch
+    live = torch.ones(batch, dtype=torch.bool, device=device)  # row not finished yet
+    inp = torch.full((batch, 1), BOS, dtype=torch.long, device=device)
+    scores = torch.zeros(batch, device=device)
+    max_len = max_len.to(device)
+    live_max = max_len
     tokens, attn = [], []
     for t in range(int(max_len.max()) + 1):
         feat, state, weights = model.decoder(inp, state, enc_out, keys, src_mask)
         logp = torch.log_softmax(model.decoder.out(feat[:, 0]).float(), dim=-1)
-        _forbid(logp, max_len, t)
+        _forbid(logp, live_max, t)
         best_lp, best = logp.max(dim=-1)
-        scores += torch.where(done, torch.zeros_like(best_lp), best_lp)
-        best = torch.where(done, torch.full_like(best, PAD), best)
-        done = done | (best == EOS)
-        tokens.append(torch.where(best == EOS, torch.full_like(best, PAD), best))
+        scores[alive] += torch.where(live, best_lp, torch.zeros_like(best_lp))
+        step = torch.full((batch,), PAD, dtype=torch.long, device=device)
+        step[alive] = torch.where(live & (best != EOS), best, torch.full_like(best, PAD))
+        tokens.append(step)
         if weights is not None:
-            attn.append(weights[:, 0])
-        if bool(done.all()):
+            full = weights.new_zeros(batch, weights.size(-1))
+            full[alive] = weights[:, 0] * live.unsqueeze(1)
+            attn.append(full)
+        live = live & (best != EOS)
+        n_live = int(live.sum())
+        if n_live == 0:
             break
+        if _compact_now(n_live, live.numel()):
+            sel = live.nonzero().squeeze(1)
+            alive, best, live_max, live = alive[sel], best[sel], live_max[sel], live[sel]
+            enc_out, src_mask = enc_out[sel], src_mask[sel]
+            keys = keys[sel] if keys is not None else None
+            state = (state[0][:, sel], state[1][:, sel])
         inp = best.unsqueeze(1)
     return torch.stack(tokens, dim=1), scores, (torch.stack(attn, dim=1) if attn else None)
+
+
+def _compact_now(n_live: int, n_rows: int) -> bool:
+    """Drop finished rows from the batch once a quarter of it has finished: every step then
+    costs about what is still being decoded, without copying the encoder states every step."""
+    return n_rows - n_live >= max(1, n_rows // 4)
 
 
 def _length_penalty(length: torch.Tensor | int, alpha: float):
@@ -60,14 +79,15 @@ def _forbid(logp: torch.Tensor, max_len: torch.Tensor, t: int) -> None:
         logp[forced, EOS] = eos_lp
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: torch.Tensor,
                 beam: int, length_penalty: float = 1.0):
     """Batched beam search: every sentence of the batch is decoded together, `beam` hypotheses each.
 
     At each step the 2*beam best extensions per sentence are taken; those ending in EOS among the
     best `beam` are set aside as finished (scored with the length penalty), the best `beam` others
-    continue. A sentence is done once `beam` hypotheses have finished (max_len forces EOS).
+    continue. A sentence is done when its best extension ends in EOS (as in OpenNMT-py) or
+    `beam` hypotheses have finished (max_len forces EOS); done sentences leave the batch.
     Returns tokens (B, T) (EOS removed, PAD after the end) and scores (B,): the summed
     log-probability (EOS included) of the best finished hypothesis by length-normalised score.
     """
@@ -81,6 +101,8 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_le
     max_len = max_len.to(device)
     max_len_k = grow(max_len)
 
+    alive = torch.arange(B, device=device)  # sentence of each group of K rows still in the batch
+    live = torch.ones(B, dtype=torch.bool, device=device)  # sentence not done yet
     scores = torch.full((B, K), float("-inf"), device=device)
     scores[:, 0] = 0.0  # one live hypothesis per sentence at the start
     inp = torch.full((B * K, 1), BOS, dtype=torch.long, device=device)
@@ -89,48 +111,66 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_le
     best_step = torch.zeros(B, dtype=torch.long, device=device)
     best_beam = torch.zeros(B, dtype=torch.long, device=device)
     finished = torch.zeros(B, dtype=torch.long, device=device)
-    tokens_hist, parent_hist = [], []
-    rows = torch.arange(B, device=device)
+    tokens_hist, parent_hist = [], []  # per step, (B, K) for every sentence (read back only up to best_step)
+    positions = torch.arange(2 * K, device=device)
     for t in range(int(max_len.max()) + 1):
+        b = alive.numel()
+        rows = torch.arange(b, device=device)
         feat, state, _ = model.decoder(inp, state, enc_out, keys, src_mask)
-        logp = torch.log_softmax(model.decoder.out(feat[:, 0]).float(), dim=-1)  # (B*K, V)
+        logp = torch.log_softmax(model.decoder.out(feat[:, 0]).float(), dim=-1)  # (b*K, V)
         _forbid(logp, max_len_k, t)
-        V = logp.size(-1)
-        cand = (scores.view(B * K, 1) + logp).view(B, K * V)
-        top_val, top_idx = cand.topk(2 * K, dim=-1)  # (B, 2K)
-        top_beam, top_tok = top_idx // V, top_idx % V
+        # The best 2K extensions of a sentence are among the best 2K tokens of each of its
+        # hypotheses: a top-k per hypothesis, then one over K * 2K candidates (the hypothesis
+        # score is added to those only, not to all V).
+        row_val, row_tok = logp.topk(2 * K, dim=-1)  # (b*K, 2K)
+        row_val = row_val + scores.view(b * K, 1)
+        top_val, top_idx = row_val.view(b, K * 2 * K).topk(2 * K, dim=-1)  # (b, 2K)
+        top_beam = top_idx // (2 * K)
+        top_tok = row_tok.view(b, K * 2 * K).gather(1, top_idx)
         is_eos = (top_tok == EOS) & torch.isfinite(top_val)
-        done = finished >= K
 
-        # Finished hypotheses: EOS among the best K candidates of sentences not yet done.
-        eos_first = is_eos[:, :K] & ~done.unsqueeze(1)
+        # Finished hypotheses: EOS among the best K candidates of sentences not done yet.
+        eos_first = is_eos[:, :K] & live.unsqueeze(1)
         norm = torch.where(eos_first, top_val[:, :K] / _length_penalty(t + 1, length_penalty), float("-inf"))
         cand_best, cand_pos = norm.max(dim=-1)
-        better = cand_best > best_norm
-        best_norm = torch.where(better, cand_best, best_norm)
-        best_raw = torch.where(better, top_val[rows, cand_pos], best_raw)
-        best_beam = torch.where(better, top_beam[rows, cand_pos], best_beam)
-        best_step = torch.where(better, torch.full_like(best_step, t), best_step)
-        finished = finished + eos_first.sum(-1)
+        better = cand_best > best_norm[alive]
+        best_norm[alive] = torch.where(better, cand_best, best_norm[alive])
+        best_raw[alive] = torch.where(better, top_val[rows, cand_pos], best_raw[alive])
+        best_beam[alive] = torch.where(better, top_beam[rows, cand_pos], best_beam[alive])
+        best_step[alive] = torch.where(better, torch.full_like(cand_pos, t), best_step[alive])
+        finished[alive] += eos_first.sum(-1)
 
         # Live hypotheses: the best K candidates that did not end.
-        positions = torch.arange(2 * K, device=device).expand(B, -1)
         order = torch.where(is_eos, positions + 2 * K, positions).argsort(dim=-1)[:, :K]
         new_scores = top_val.gather(1, order)
         new_scores = torch.where(is_eos.gather(1, order), float("-inf"), new_scores)
         parents = top_beam.gather(1, order)
         new_tok = top_tok.gather(1, order)
-        tokens_hist.append(new_tok)
-        parent_hist.append(parents)
-        scores = new_scores
-        if bool((finished >= K).all()):
+        full_tok = torch.zeros((B, K), dtype=torch.long, device=device)
+        full_par = torch.zeros((B, K), dtype=torch.long, device=device)
+        full_tok[alive], full_par[alive] = new_tok, parents
+        tokens_hist.append(full_tok)
+        parent_hist.append(full_par)
+
+        live = live & ~((finished[alive] >= K) | is_eos[:, 0])
+        n_live = int(live.sum())
+        if n_live == 0:
             break
-        flat_parent = (parents + rows.unsqueeze(1) * K).view(-1)
+        sel = rows
+        if _compact_now(n_live, b):
+            sel = live.nonzero().squeeze(1)
+            alive, live, parents, new_tok, new_scores = alive[sel], live[sel], parents[sel], new_tok[sel], new_scores[sel]
+            keep_k = (sel.unsqueeze(1) * K + torch.arange(K, device=device)).view(-1)
+            enc_out, src_mask, max_len_k = enc_out[keep_k], src_mask[keep_k], max_len_k[keep_k]
+            keys = keys[keep_k] if keys is not None else None
+        flat_parent = (parents + sel.unsqueeze(1) * K).view(-1)
         state = (state[0][:, flat_parent], state[1][:, flat_parent])
-        inp = new_tok.view(B * K, 1)
+        inp = new_tok.view(-1, 1)
+        scores = new_scores
 
     # Backtrack the best hypothesis of each sentence: it ended with EOS at best_step, extending
     # beam best_beam of the previous step.
+    rows = torch.arange(B, device=device)
     length = int(best_step.max()) if B else 0
     out = torch.full((B, max(length, 1)), PAD, dtype=torch.long, device=device)
     beam_at = best_beam.clone()

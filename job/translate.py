@@ -147,22 +147,27 @@ def bulk_translate(checkpoint: str, input_path: str, output: str, *, column: str
            "reference_column": reference_column, "checkpoint": checkpoint, "beam": beam, "part_rows": part_rows, "format": fmt}
     done = _start_parts(parts_dir, job)
 
-    ds = corpus.dataset()
+    # Blocks of one actor call each (8 decoding batches, at least 1,024 rows): a single large
+    # file still feeds every actor, and each call sorts enough rows by length to batch well.
+    rows_per_call = max(1024, batch_size * 8)
+    ds = corpus.dataset(rows_per_block=rows_per_call)
     ds.context.execution_options.preserve_order = True
     ds = ds.map_batches(
         TranslateActor,
         fn_constructor_kwargs={"checkpoint": checkpoint, "source_column": column, "threads": actor_threads(num_actors, use_gpu),
                                "batch_size": batch_size, "beam": beam, "part_rows": part_rows, "skip": frozenset(done),
                                "file_index": {f: i for i, f in enumerate(corpus.files)}},
-        batch_size=batch_size * 8, batch_format="pyarrow",
+        batch_size=rows_per_call, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=num_actors),
         **actor_resources(num_actors, use_gpu),
     )
     total_rows = count_rows(corpus) if progress else None
     writer = _PartWriter(parts_dir, fmt, done)
-    seen, started = 0, time.perf_counter()
+    seen, started, first = 0, time.perf_counter(), None
     for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
         n = table.num_rows
+        if first is None:
+            first = (time.perf_counter(), n)
         ids = table.column(id_column) if id_column else pa.array(range(seen, seen + n), pa.int64())
         cols = {"id": ids, "source": table.column(column), "translation": table.column("translation"),
                 "score": table.column("score"), "status": table.column("status")}
@@ -173,11 +178,14 @@ def bulk_translate(checkpoint: str, input_path: str, output: str, *, column: str
         if progress:
             print("\r" + progress_line(seen, total_rows, time.perf_counter() - started), end="", file=sys.stderr, flush=True)
     writer.close()
+    finished = time.perf_counter()
     if progress and seen:
         print(file=sys.stderr)
     parts = sorted(name for name in _list_dir(parts_dir) if _PART_NAME.match(name))
     result = {"output": output, "rows": 0, "status": {}, "parts": len(parts), "parts_resumed": len(done),
-              "parts_written": writer.written}
+              "parts_written": writer.written, "wall_s": round(finished - started, 2),
+              # Rows/s after the first batch arrived (actors started, checkpoint loaded).
+              "steady_rows_per_s": round((seen - first[1]) / max(finished - first[0], 1e-9), 1) if first and seen > first[1] else None}
     hyps, refs = [], []
     for table in _read_parts(parts_dir, parts, fmt, ["status", "translation"] + (["reference"] if reference_column else [])):
         result["rows"] += table.num_rows
