@@ -35,9 +35,15 @@ class Encoder(nn.Module):
     def forward(self, src: torch.Tensor, src_len: torch.Tensor):
         """src: (B, S) ids, src_len: (B,) -> outputs (B, S, H), state (h, c) each (L, B, H)."""
         x = self.dropout(self.embed(src))
-        packed = pack_padded_sequence(x, src_len.cpu(), batch_first=True, enforce_sorted=False)
-        out, (h, c) = self.lstm(packed)
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=src.size(1))
+        lengths = src_len.cpu()
+        if bool((lengths == src.size(1)).all()):
+            # No padding (the batcher groups equal source lengths): the plain LSTM call, which
+            # is much faster than the packed path on CPU and gives the same result.
+            out, (h, c) = self.lstm(x)
+        else:
+            packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+            out, (h, c) = self.lstm(packed)
+            out, _ = pad_packed_sequence(out, batch_first=True, total_length=src.size(1))
         if self.bidirectional:
             # h: (L*2, B, H/2) -> (L, B, H): concatenate the forward and backward final states.
             h, c = (torch.cat([s[0::2], s[1::2]], dim=-1) for s in (h, c))
