@@ -351,14 +351,19 @@ def count_rows(corpus: Corpus) -> int | None:
 
 
 def actor_resources(num_actors: int, use_gpu: bool) -> dict:
-    """Ray resources per translator actor: a GPU each, or an equal share of the CPUs while leaving
-    a little CPU for the light read tasks that feed them (else the pipeline can stall)."""
+    """Ray resources per translator actor: a GPU each, or an equal share of the CPUs that leaves
+    a quarter CPU free on every node for the light read tasks feeding them (a node filled by
+    actors would stall the pipeline: its reads could never be scheduled)."""
     import ray
 
     if use_gpu:
         return {"num_gpus": 1, "num_cpus": 0}
-    total = ray.cluster_resources().get("CPU", 1.0)
-    return {"num_cpus": max(0.1, (total - LIGHT_TASK["num_cpus"]) / num_actors)}
+    cpus = [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")] or [1.0]
+    reserve = LIGHT_TASK["num_cpus"]
+    share = max(0.1, (sum(cpus) - reserve * len(cpus)) / num_actors)
+    while share > 0.1 and sum(int((c - reserve) // share) for c in cpus if c > reserve) < num_actors:
+        share *= 0.9  # uneven nodes: shrink the share until the actors fit
+    return {"num_cpus": round(max(share, 0.1), 3)}
 
 
 def actor_threads(num_actors: int, use_gpu: bool) -> int:

@@ -196,7 +196,8 @@ def test_elastic_run_survives_a_lost_node_and_grows_back(tmp_path):
         shared = tmp_path / "shared"
         overrides = tiny_overrides(tmp_path, **{
             "storage_path": str(shared), "data.test": "null", "train.epochs": 10, "train.batch_tokens": 300,
-            "scaling.num_workers": "[1,2]", "scaling.max_failures": 5, "scaling.elastic_resize_interval_s": 5})
+            "scaling.num_workers": "[1,2]", "scaling.max_failures": 5, "scaling.elastic_resize_interval_s": 5,
+            "train.early_stopping_patience": "null", "train.average_last": 0, "train.max_minutes": "null"})
         metrics = shared / "sample" / "metrics.jsonl"
         events: list[str] = []
 
