@@ -23,24 +23,20 @@ def join(base: str, *parts: str) -> str:
     return os.path.join(base, *parts)
 
 
-def _fs(path: str) -> tuple[pafs.FileSystem, str]:
+def fs_and_path(path: str) -> tuple[pafs.FileSystem, str]:
+    """pyarrow filesystem and in-filesystem path of a local path or URI."""
     if is_uri(path):
         return pafs.FileSystem.from_uri(path)
     return pafs.LocalFileSystem(), os.path.abspath(path)
 
 
-def fs_and_path(path: str) -> tuple[pafs.FileSystem, str]:
-    """pyarrow filesystem and in-filesystem path of a local path or URI."""
-    return _fs(path)
-
-
 def exists(path: str) -> bool:
-    fs, p = _fs(path)
+    fs, p = fs_and_path(path)
     return fs.get_file_info(p).type != pafs.FileType.NotFound
 
 
 def read_bytes(path: str) -> bytes:
-    fs, p = _fs(path)
+    fs, p = fs_and_path(path)
     with fs.open_input_stream(p) as f:
         return f.read()
 
@@ -49,15 +45,33 @@ def read_text(path: str) -> str:
     return read_bytes(path).decode("utf-8")
 
 
+def list_dir(path: str) -> list[str]:
+    """Names in a directory (or under a prefix); [] when it does not exist."""
+    fs, p = fs_and_path(path)
+    if fs.get_file_info(p).type == pafs.FileType.NotFound:
+        return []
+    return [info.base_name for info in fs.get_file_info(pafs.FileSelector(p))]
+
+
+def delete(path: str) -> None:
+    fs, p = fs_and_path(path)
+    fs.delete_file(p)
+
+
+def delete_dir(path: str) -> None:
+    fs, p = fs_and_path(path)
+    fs.delete_dir(p)
+
+
 def makedirs(path: str) -> None:
-    fs, p = _fs(path)
+    fs, p = fs_and_path(path)
     fs.create_dir(p, recursive=True)
 
 
 @contextmanager
 def open_output(path: str):
     """A binary output stream that lands at `path` only if the block completes."""
-    fs, p = _fs(path)
+    fs, p = fs_and_path(path)
     parent = p.rsplit("/", 1)[0]
     if parent:
         fs.create_dir(parent, recursive=True)

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import torch
 
@@ -100,17 +99,18 @@ class TranslateActor:
         rows = table.column(ROW).to_pylist()
         parts = [f"{self.file_index.get(f, 0):05d}-{r // self.part_rows:06d}" for f, r in zip(files, rows)]
         parsed = table.column(STATUS).to_pylist()
+        raw = table.column(RAW).to_pylist()
         sources = table.column(self.source_column).to_pylist()
         todo = [i for i, (part, st) in enumerate(zip(parts, parsed)) if st is None and part not in self.skip]
         text: list = [None] * len(parts)
         score: list = [None] * len(parts)
-        status: list = [st for st in parsed]  # a parse reason, or None (skipped) until translated
+        status = list(parsed)  # a parse reason, or None (skipped) until translated
         for i, r in zip(todo, self.translator.translate([sources[i] for i in todo], self.beam, self.batch_size)):
             text[i], score[i], status[i] = r.text, r.score, r.status
         for i, st in enumerate(parsed):
             if st is not None:  # unparseable row: one output row all the same, source = the raw line
                 text[i], score[i] = "", 0.0
-                sources[i] = table.column(RAW)[i].as_py()
+                sources[i] = raw[i]
         table = table.drop_columns([c for c in (FILE, ROW, LINE, STATUS, RAW) if c in table.column_names])
         table = table.set_column(table.schema.get_field_index(self.source_column), self.source_column, pa.array(sources, pa.string()))
         return table.append_column("translation", pa.array(text, pa.string())) \
@@ -163,11 +163,9 @@ def bulk_translate(checkpoint: str, input_path: str, output: str, *, column: str
     )
     total_rows = count_rows(corpus) if progress else None
     writer = _PartWriter(parts_dir, fmt, done)
-    seen, started, first = 0, time.perf_counter(), None
+    seen, started = 0, time.perf_counter()
     for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
         n = table.num_rows
-        if first is None:
-            first = (time.perf_counter(), n)
         ids = table.column(id_column) if id_column else pa.array(range(seen, seen + n), pa.int64())
         cols = {"id": ids, "source": table.column(column), "translation": table.column("translation"),
                 "score": table.column("score"), "status": table.column("status")}
@@ -181,11 +179,9 @@ def bulk_translate(checkpoint: str, input_path: str, output: str, *, column: str
     finished = time.perf_counter()
     if progress and seen:
         print(file=sys.stderr)
-    parts = sorted(name for name in _list_dir(parts_dir) if _PART_NAME.match(name))
+    parts = sorted(name for name in storage.list_dir(parts_dir) if _PART_NAME.match(name))
     result = {"output": output, "rows": 0, "status": {}, "parts": len(parts), "parts_resumed": len(done),
-              "parts_written": writer.written, "wall_s": round(finished - started, 2),
-              # Rows/s after the first batch arrived (actors started, checkpoint loaded).
-              "steady_rows_per_s": round((seen - first[1]) / max(finished - first[0], 1e-9), 1) if first and seen > first[1] else None}
+              "parts_written": writer.written, "wall_s": round(finished - started, 2)}
     hyps, refs = [], []
     for table in _read_parts(parts_dir, parts, fmt, ["status", "translation"] + (["reference"] if reference_column else [])):
         result["rows"] += table.num_rows
@@ -209,17 +205,10 @@ def bulk_translate(checkpoint: str, input_path: str, output: str, *, column: str
     return result
 
 
-def _list_dir(path: str) -> list[str]:
-    fs, p = storage.fs_and_path(path)
-    if fs.get_file_info(p).type == pafs.FileType.NotFound:
-        return []
-    return [info.base_name for info in fs.get_file_info(pafs.FileSelector(p))]
-
-
 def _start_parts(parts_dir: str, job: dict) -> set[str]:
     """Parts already written by an earlier run of the same job (keys like 00000-000003); refuses
     a directory holding another job's parts; removes leftovers of interrupted writes."""
-    names = _list_dir(parts_dir)
+    names = storage.list_dir(parts_dir)
     job_path = storage.join(parts_dir, JOB_FILE)
     if names:
         if JOB_FILE not in names:
@@ -230,12 +219,9 @@ def _start_parts(parts_dir: str, job: dict) -> set[str]:
             raise DataError(f"output {parts_dir} holds parts of a different translation job ({', '.join(changed)} differ); "
                             f"use another --output or delete it")
     storage.makedirs(parts_dir)
-    fs, p = storage.fs_and_path(parts_dir)
     for name in names:
-        if ".tmp-" in name:
-            fs.delete_file(p + "/" + name)
-    if DONE_FILE in names:
-        fs.delete_file(p + "/" + DONE_FILE)
+        if ".tmp-" in name or name == DONE_FILE:
+            storage.delete(storage.join(parts_dir, name))
     storage.write_text(job_path, json.dumps(job, indent=1))
     return {m.group(1) for m in map(_PART_NAME.match, names) if m}
 
@@ -313,8 +299,7 @@ def _assemble(parts_dir: str, parts: list[str], fmt: str, output: str) -> None:
                                 ("score", pa.float64()), ("status", pa.string())])
             writer = pacsv.CSVWriter(sink, schema) if fmt == "csv" else pq.ParquetWriter(sink, schema)
         writer.close()
-    fs, p = storage.fs_and_path(parts_dir)
-    fs.delete_dir(p)
+    storage.delete_dir(parts_dir)
 
 
 def progress_line(done: int, total: int | None, elapsed: float, width: int = 30) -> str:
