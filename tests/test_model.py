@@ -1,7 +1,10 @@
 import torch
 
 from job.config import ModelConfig
-from job.model import build_model, count_parameters
+import pytest
+import torch.nn.functional as F
+
+from job.model import LOSS_CHUNK_ROWS, Dropout, build_model, count_parameters, linear_cross_entropy
 from job.vocab import BOS, EOS, PAD
 
 V = 50
@@ -113,3 +116,60 @@ def test_a_few_steps_reduce_the_loss():
         opt.step()
         first = first if first is not None else loss.item() / n
     assert loss.item() / n < first / 2
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("n", [1, LOSS_CHUNK_ROWS, 2 * LOSS_CHUNK_ROWS + 37])
+def test_chunked_linear_cross_entropy_matches_torch(smoothing, n):
+    """Loss and all three gradients equal F.linear + F.cross_entropy's, across chunk boundaries,
+    including targets that repeat (their weight-gradient rows accumulate)."""
+    g = torch.Generator().manual_seed(n)
+    v, d = 301, 24
+    x = torch.randn(n, d, generator=g, requires_grad=True)
+    w = (torch.randn(v, d, generator=g) * 0.3).requires_grad_()
+    b = torch.randn(v, generator=g).requires_grad_()
+    target = torch.randint(0, 5, (n,), generator=g)  # few classes: many repeats
+    expected = F.cross_entropy(F.linear(x, w, b), target, reduction="sum", label_smoothing=smoothing)
+    (expected * 0.5).backward()
+    want = [t.grad.clone() for t in (x, w, b)]
+    for t in (x, w, b):
+        t.grad = None
+    got = linear_cross_entropy(x, w, b, target, smoothing)
+    (got * 0.5).backward()
+    assert torch.allclose(got, expected, rtol=1e-5)
+    for name, a, e in zip("xwb", (x.grad, w.grad, b.grad), want):
+        assert torch.allclose(a, e, atol=1e-5, rtol=1e-4), name
+    with torch.no_grad():  # inference takes the plain path: same value
+        assert torch.allclose(linear_cross_entropy(x, w, b, target, smoothing), expected, rtol=1e-5)
+
+
+def test_tied_output_layer_gradient_reaches_the_embedding():
+    m = model(dropout=0.0).train()
+    src, src_len, tgt_in, tgt_out = batch()
+    loss, _ = m(src, src_len, tgt_in, tgt_out, label_smoothing=0.1)
+    loss.backward()
+    grad = m.decoder.embed.weight.grad.clone()
+    m.zero_grad()
+    # reference: the same loss through torch's own output layer and loss
+    feats = m.features(src, src_len, tgt_in)
+    mask = tgt_out != PAD
+    F.cross_entropy(m.decoder.out(feats[mask]), tgt_out[mask], reduction="sum", label_smoothing=0.1).backward()
+    assert torch.allclose(grad, m.decoder.embed.weight.grad, atol=1e-5)
+
+
+def test_dropout_keeps_the_expected_share_and_scales_it():
+    torch.manual_seed(0)
+    drop = Dropout(0.3).train()
+    x = torch.ones(400, 500, requires_grad=True)
+    y = drop(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.7) < 0.005
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 65536 / (65536 - round(0.3 * 65536))))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # gradient flows through kept units only, same scale
+    assert abs(y.mean().item() - 1.0) < 0.01  # unbiased
+    # Rows are not correlated with each other (16-bit lanes of one random word go to neighbours).
+    assert abs(kept[:, 0].float().mean().item() - 0.7) < 0.05
+    torch.manual_seed(0)
+    assert torch.equal(Dropout(0.3).train()(x), y)  # repeatable under torch.manual_seed
+    assert torch.equal(drop.eval()(x), x) and torch.equal(Dropout(0.0).train()(x), x)
