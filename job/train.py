@@ -83,25 +83,44 @@ class SharedMemoryAllReduce:
     BENCHMARKS.md). Each rank copies its bucket into its own slot; after a barrier each rank
     sums one slice of the slots into a shared result; after a second barrier every rank copies
     the result back. Collective order is DDP's bucket order, identical on every rank. Used only
-    on CPU when every rank runs on the same node; multi-node runs keep gloo's all-reduce.
+    on CPU when every rank runs on the same node and /dev/shm has room; otherwise (multi-node
+    runs included) gloo's own all-reduce stays.
     """
 
-    def __init__(self, numel: int):
+    FOLDER = "/dev/shm"
+
+    @classmethod
+    def create(cls, numel: int) -> "SharedMemoryAllReduce | None":
+        """Collective: every rank calls it. None (keep gloo) where /dev/shm is missing or has
+        less than twice the room needed (Docker's default /dev/shm is 64 MB; a tmpfs that runs
+        full would kill the workers with SIGBUS)."""
         import os
         import uuid
 
-        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        world = dist.get_world_size()
         name = [None]
-        if self.rank == 0:
-            folder = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
-            name[0] = os.path.join(folder, f"nmt-ddp-grads-{uuid.uuid4().hex}")
-            with open(name[0], "wb") as f:
-                f.truncate((self.world + 1) * numel * 4)
+        if dist.get_rank() == 0:
+            need = (world + 1) * numel * 4
+            try:
+                st = os.statvfs(cls.FOLDER)
+                room = st.f_bavail * st.f_frsize
+            except OSError:
+                room = 0
+            if room >= 2 * need:
+                name[0] = os.path.join(cls.FOLDER, f"nmt-ddp-grads-{uuid.uuid4().hex}")
+                with open(name[0], "wb") as f:
+                    f.truncate(need)
         dist.broadcast_object_list(name, src=0)
-        memory = torch.from_file(name[0], shared=True, size=(self.world + 1) * numel, dtype=torch.float32)
+        return cls(name[0], numel) if name[0] else None
+
+    def __init__(self, path: str, numel: int):
+        import os
+
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        memory = torch.from_file(path, shared=True, size=(self.world + 1) * numel, dtype=torch.float32)
         dist.barrier()
         if self.rank == 0:
-            os.unlink(name[0])  # every rank has it mapped; the memory goes when the last one exits
+            os.unlink(path)  # every rank has it mapped; the memory goes when the last one exits
         self.slots = memory[: self.world * numel].view(self.world, numel)
         self.result = memory[self.world * numel:]
 
@@ -320,7 +339,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
         nodes = [None] * world
         dist.all_gather_object(nodes, ray.get_runtime_context().get_node_id())
         if device.type == "cpu" and len(set(nodes)) == 1:
-            model.register_comm_hook(SharedMemoryAllReduce(count_parameters(raw)), shared_memory_allreduce_hook)
+            reducer = SharedMemoryAllReduce.create(count_parameters(raw))
+            if reducer is not None:
+                model.register_comm_hook(reducer, shared_memory_allreduce_hook)
     if metrics is not None:
         metrics.add({"step": state["step"], "epoch": state["epoch"], "event": "resume" if resumed else "start",
                      "parameters": count_parameters(raw), "workers": world, "device": str(device), "nodes": nodes})

@@ -21,7 +21,7 @@ def _free_port() -> int:
 def _mean_worker(rank, world, port, sizes, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    reducer = SharedMemoryAllReduce(max(sizes))
+    reducer = SharedMemoryAllReduce.create(max(sizes))
     for size in sizes:  # buckets smaller than the capacity, odd sizes: uneven slices per rank
         g = torch.Generator().manual_seed(1000 * rank + size)
         mine = torch.randn(size, generator=g)
@@ -56,7 +56,7 @@ def _ddp_worker(rank, world, port, use_hook, out):
     model = torch.nn.Sequential(torch.nn.Embedding(50, 8), torch.nn.Flatten(), torch.nn.Linear(24, 5))
     ddp = torch.nn.parallel.DistributedDataParallel(model, gradient_as_bucket_view=True, bucket_cap_mb=0.001)
     if use_hook:
-        ddp.register_comm_hook(SharedMemoryAllReduce(sum(p.numel() for p in model.parameters())), shared_memory_allreduce_hook)
+        ddp.register_comm_hook(SharedMemoryAllReduce.create(sum(p.numel() for p in model.parameters())), shared_memory_allreduce_hook)
     opt = torch.optim.SGD(ddp.parameters(), lr=0.5)
     g = torch.Generator().manual_seed(rank)
     for _ in range(5):  # different data on each rank
@@ -84,4 +84,24 @@ def test_ddp_with_the_hook_trains_like_ddp_with_gloo():
     assert torch.allclose(params[True], params[False], atol=1e-6)
 
 
-PORTS = {2: _free_port(), 3: _free_port(), ("ddp", False): _free_port(), ("ddp", True): _free_port()}
+def _no_room_worker(rank, world, port, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    SharedMemoryAllReduce.FOLDER = "/nonexistent-shm"  # no room there: every rank gets None, none hangs
+    out.put(SharedMemoryAllReduce.create(1000) is None)
+    dist.destroy_process_group()
+
+
+def test_without_room_in_shared_memory_every_rank_keeps_gloo():
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_no_room_worker, args=(r, 2, PORTS["room"], out)) for r in range(2)]
+    for p in procs:
+        p.start()
+    assert [out.get(timeout=120) for _ in range(2)] == [True, True]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+
+
+PORTS = {"room": _free_port(), 2: _free_port(), 3: _free_port(), ("ddp", False): _free_port(), ("ddp", True): _free_port()}

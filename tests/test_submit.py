@@ -189,13 +189,15 @@ def test_submitted_training_uses_both_nodes_then_translate_job(two_node_cluster,
 
 def test_elastic_run_survives_a_lost_node_and_grows_back(tmp_path):
     """scaling.num_workers [1, 2]: a node dies mid-run -> the run goes on with 1 worker from the
-    latest checkpoint; a node joins -> it grows back to 2 workers; every epoch is validated once."""
+    latest checkpoint; a node joins -> it grows back to 2 workers; every epoch is validated once.
+    20 epochs: enough training left after the node joins for the resize (node start-up, the
+    resize interval, a restart) to happen before the run ends."""
     cluster = Cluster(tmp_path)
     try:
         node = cluster.add_node()
         shared = tmp_path / "shared"
         overrides = tiny_overrides(tmp_path, **{
-            "storage_path": str(shared), "data.test": "null", "train.epochs": 10, "train.batch_tokens": 300,
+            "storage_path": str(shared), "data.test": "null", "train.epochs": 20, "train.batch_tokens": 300,
             "scaling.num_workers": "[1,2]", "scaling.max_failures": 5, "scaling.elastic_resize_interval_s": 5,
             "train.early_stopping_patience": "null", "train.average_last": 0, "train.max_minutes": "null"})
         metrics = shared / "sample" / "metrics.jsonl"
@@ -229,7 +231,7 @@ def test_elastic_run_survives_a_lost_node_and_grows_back(tmp_path):
         log = rows()
         sizes = [(r["event"], r["workers"]) for r in log if r.get("event") in ("start", "resume")]
         assert sizes[0] == ("start", 2) and ("resume", 1) in sizes and sizes[-1] == ("resume", 2), sizes
-        assert [r["epoch"] for r in log if "valid_loss" in r and not r.get("averaged")] == list(range(1, 11))
+        assert [r["epoch"] for r in log if "valid_loss" in r and not r.get("averaged")] == list(range(1, 21))
         assert summary["best_checkpoint"]
     finally:
         cluster.stop()
