@@ -2,9 +2,10 @@
 
 A chunk of rows is sorted by length (ties broken at random), cut into batches whose padded size
 (rows x (longest source + longest target)) stays within the token budget, and the batch order is
-shuffled. Padding stays small and every batch costs about the same. A batch already half full
-also ends where the source length changes, so most batches have one source length and the
-encoder runs without packing.
+shuffled. Padding stays small. A batch already half full also ends where the source length
+changes, so most batches have one source length and the encoder runs without packing. Batch
+costs therefore vary; under DDP the order is cost-matched across ranks (cost_matched_order) so
+that no rank waits long for a costlier batch on another.
 """
 
 from __future__ import annotations
