@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from common import ROOT, append_section
+from train_throughput import ONMT
 
 sys.path.insert(0, str(ROOT))
 from job.batching import batch_cost, bucket, cost_matched_order  # noqa: E402
@@ -100,11 +101,6 @@ for b in batches[5:65]:
     step(b); tokens += b.src_tokens + b.tgt_tokens
 print(tokens / (time.perf_counter() - start))
 """
-
-ONMT = ["vocab.type=word", "vocab.vocab_size=8000", "model.attention=luong", "model.bidirectional=true",
-        "model.hidden_size=256", "model.embedding_dim=256", "model.num_layers=2", "model.tie_embeddings=false",
-        "model.share_embeddings=false"]
-
 
 def train_step(tuned: bool) -> float:
     code = STEP.format(root=str(ROOT), tuned=tuned, overrides=ONMT)
@@ -178,26 +174,26 @@ def main() -> None:
     torch.set_num_threads(1)
     result: dict = {}
     lines = ["| kernel | before | after | ratio |", "|---|---|---|---|"]
+
+    def record(key: str, label: str, before: float, after: float, unit: str, digits: int, speedup: float) -> None:
+        """One comparison: into the JSON result (rounded), the table, and the console."""
+        result[key] = [round(before, digits or None), round(after, digits or None)]
+        lines.append(f"| {label} | {before:,.{digits}f}{unit} | {after:,.{digits}f}{unit} | {speedup:.2f}x |")
+        print(lines[-1], flush=True)
+
     for v in (4000, 8000, 32000):
         before, after = output_layer(v)
-        result[f"output_layer_v{v}_ms"] = [round(before, 1), round(after, 1)]
-        lines.append(f"| output layer + loss, fwd + bwd, V = {v:,} (torch vs chunked) | {before:.1f} ms | {after:.1f} ms | {before / after:.2f}x |")
-        print(lines[-1], flush=True)
+        record(f"output_layer_v{v}_ms", f"output layer + loss, fwd + bwd, V = {v:,} (torch vs chunked)", before, after, " ms", 1, before / after)
     before, after = dropout()
-    result["dropout_ms"] = [round(before, 2), round(after, 2)]
-    lines.append(f"| dropout 2,400 x 256, fwd + bwd (F.dropout vs Dropout) | {before:.2f} ms | {after:.2f} ms | {before / after:.2f}x |")
-    print(lines[-1], flush=True)
+    record("dropout_ms", "dropout 2,400 x 256, fwd + bwd (F.dropout vs Dropout)", before, after, " ms", 2, before / after)
     before, after = train_step(False), train_step(True)
-    result["train_step_tokens_per_s"] = [round(before), round(after)]
-    lines.append(f"| OpenNMT-comparable training step, 1 thread (glibc default vs keep_freed_memory) | {before:,.0f} tok/s | {after:,.0f} tok/s | {after / before:.2f}x |")
-    print(lines[-1], flush=True)
+    record("train_step_tokens_per_s", "OpenNMT-comparable training step, 1 thread (glibc default vs keep_freed_memory)",
+           before, after, " tok/s", 0, after / before)
     for mb, gloo, shm in sorted(allreduce()):
-        result[f"allreduce_{mb}mb_ms"] = [round(gloo, 1), round(shm, 1)]
-        lines.append(f"| all-reduce {mb} MB, 2 processes (gloo vs SharedMemoryAllReduce) | {gloo:.1f} ms | {shm:.1f} ms | {gloo / shm:.2f}x |")
-        print(lines[-1], flush=True)
+        record(f"allreduce_{mb}mb_ms", f"all-reduce {mb} MB, 2 processes (gloo vs SharedMemoryAllReduce)", gloo, shm, " ms", 1, gloo / shm)
     shuffled, matched = ddp_waiting()
-    result["ddp_waiting_share"] = [round(shuffled, 4), round(matched, 4)]
     lines.append(f"| DDP waiting for the slower rank, share of step cost (independent shuffles vs cost-matched order) | {shuffled * 100:.1f}% | {matched * 100:.1f}% | |")
+    result["ddp_waiting_share"] = [round(shuffled, 4), round(matched, 4)]
     print(lines[-1], flush=True)
     if not args.no_record:
         append_section("Training kernels (CPU)", "python bench/train_kernels.py", "\n".join(lines) + "\n\n```json\n" + json.dumps(result) + "\n```")

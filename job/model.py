@@ -33,7 +33,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     The forward computes the loss and the gradients for x, W and b chunk by chunk (logits,
     log-softmax and softmax of a chunk stay in cache); backward only scales them. Against
     F.linear + F.cross_entropy this never writes the (N, V) logits, log-probabilities and
-    their gradient to memory: on CPU the output layer + loss runs 1.2-1.8x faster with the
+    their gradient to memory: on CPU the output layer + loss runs 1.3-1.7x faster with the
     same three matrix products (bench numbers in BENCHMARKS.md).
     """
 

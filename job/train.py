@@ -7,12 +7,16 @@ on the learning rate's progress, so no worker ever waits alone in a collective.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import math
+import os
 import sys
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,14 +62,11 @@ def keep_freed_memory() -> bool:
     By default glibc serves blocks above ~128 KiB (a threshold that adapts up to 32 MiB) with
     mmap and unmaps them on free, so every training step's activations and gradients are page-
     faulted and zeroed by the kernel again. With the mmap threshold at its 32 MiB maximum and no
-    trimming, the same heap memory is reused step after step: +3-5% tokens/s on CPU with the
-    chunked loss, +6-10% before it (bench/train_kernels.py). Memory use stays at the training
-    step's peak, which it reaches anyway.
+    trimming, the same heap memory is reused step after step. Measured +6-10% tokens/s before
+    the chunked loss; with it, 0.98-1.05x in three runs of bench/train_kernels.py (within this
+    machine's noise). Memory use stays at the training step's peak, which it reaches anyway.
     Returns False where the C library has no mallopt (not glibc): nothing changes there.
     """
-    import ctypes
-    import ctypes.util
-
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
@@ -94,9 +95,6 @@ class SharedMemoryAllReduce:
         """Collective: every rank calls it. None (keep gloo) where /dev/shm is missing or has
         less than twice the room needed (Docker's default /dev/shm is 64 MB; a tmpfs that runs
         full would kill the workers with SIGBUS)."""
-        import os
-        import uuid
-
         world = dist.get_world_size()
         name = [None]
         if dist.get_rank() == 0:
@@ -114,8 +112,6 @@ class SharedMemoryAllReduce:
         return cls(name[0], numel) if name[0] else None
 
     def __init__(self, path: str, numel: int):
-        import os
-
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         memory = torch.from_file(path, shared=True, size=(self.world + 1) * numel, dtype=torch.float32)
         dist.barrier()
