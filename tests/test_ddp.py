@@ -65,7 +65,8 @@ def _ddp_worker(rank, world, port, use_hook, out):
         torch.nn.functional.cross_entropy(ddp(x), y).backward()
         opt.step()
     if rank == 0:
-        out.put(torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
+        # a plain list: a tensor would travel as a file descriptor the exiting child may close first
+        out.put(torch.cat([p.detach().reshape(-1) for p in model.parameters()]).tolist())
     dist.destroy_process_group()
 
 
@@ -81,7 +82,7 @@ def test_ddp_with_the_hook_trains_like_ddp_with_gloo():
         for p in procs:
             p.join(timeout=60)
             assert p.exitcode == 0
-    assert torch.allclose(params[True], params[False], atol=1e-6)
+    assert torch.allclose(torch.tensor(params[True]), torch.tensor(params[False]), atol=1e-6)
 
 
 def _no_room_worker(rank, world, port, out):
