@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= configs/sample.yaml
 
-.PHONY: run test test-fast venv lock docs clean
+.PHONY: run test test-fast venv lock docs clean bench-onmt
 
 venv: $(STAMP)
 
@@ -27,6 +27,16 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
 
+## OpenNMT-py 3.5.1 in .venv-onmt: the baseline bench/train_throughput.py measures side by side.
+ONMT_VENV := .venv-onmt
+bench-onmt: $(ONMT_VENV)/.installed
+
+$(ONMT_VENV)/.installed: bench/onmt-requirements.txt
+	$(PYTHON) -m venv $(ONMT_VENV)
+	$(ONMT_VENV)/bin/pip install --quiet --disable-pip-version-check -r bench/onmt-requirements.txt
+	$(ONMT_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps opennmt-py==3.5.1
+	touch $@
+
 ## Regenerate the config reference in README.md from the pydantic models.
 docs: $(STAMP)
 	$(PY) tools/gen_docs.py
@@ -38,4 +48,4 @@ lock:
 	/tmp/seq2seq-lock/bin/pip freeze --exclude-editable | sed 's/+cpu$$//' > requirements.lock
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(ONMT_VENV) runs

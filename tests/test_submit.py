@@ -41,19 +41,36 @@ def ray_cli(*args, env, timeout=300, check=True):
 
 
 def kill_cluster(temp_dir: str) -> None:
-    """SIGKILL every process whose command line names this cluster's temp dir or session."""
+    """SIGKILL every process of this cluster: its command line names the cluster's temp dir, or it
+    holds a file open there (its logs). Ray renames its agents (`ray::DashboardAgent`, ...) and
+    may overwrite their environment, and they outlive their raylet as orphans; their log files
+    still give them away."""
     for pid in os.listdir("/proc"):
-        if not pid.isdigit():
+        if not pid.isdigit() or int(pid) == os.getpid():
             continue
         try:
             cmd = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
         except OSError:
             continue
-        if temp_dir in cmd:
+        if temp_dir in cmd or any(f.startswith(temp_dir) for f in _open_files(pid)):
             try:
                 os.kill(int(pid), signal.SIGKILL)
             except OSError:
                 pass
+
+
+def _open_files(pid: str) -> list[str]:
+    files = []
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return files
+    for fd in fds:
+        try:
+            files.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            pass
+    return files
 
 
 def raylet_pids() -> set[int]:
