@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= configs/sample.yaml
 
-.PHONY: run test test-fast venv lock docs clean bench-onmt
+.PHONY: run test test-fast lint format venv lock docs clean bench-onmt
 
 venv: $(STAMP)
 
@@ -26,6 +26,18 @@ test: $(STAMP)
 ## Unit and fast integration tests only.
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
+
+LINTED := job tests bench tools
+
+## ruff: lint rules and the formatter's check (what CI runs before the tests).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+
+## Apply ruff's formatter and its safe fixes.
+format: $(STAMP)
+	$(VENV)/bin/ruff format $(LINTED)
+	$(VENV)/bin/ruff check --fix $(LINTED)
 
 ## OpenNMT-py 3.5.1 in .venv-onmt: the baseline bench/train_throughput.py measures side by side.
 ONMT_VENV := .venv-onmt

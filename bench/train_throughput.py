@@ -48,6 +48,7 @@ TRAIN = ROOT / "data" / "sample" / "train.csv"
 
 # ----------------------------------------------------------------------------- matmul peak
 
+
 def matmul_peak(threads: int = 2, seconds: float = 6.0, rounds: int = 3) -> float:
     """The best fp32 torch.mm rate (GFLOP/s) over n = 512, 1024, 2048, sampled `rounds` times.
 
@@ -69,6 +70,7 @@ def matmul_peak(threads: int = 2, seconds: float = 6.0, rounds: int = 3) -> floa
 
 
 # ----------------------------------------------------------------------------- (a) the seed
+
 
 class SeedEncoder(nn.Module):
     def __init__(self, vocab, emb, hidden, layers):
@@ -117,7 +119,8 @@ def _read_pairs():
 
 
 def seed_loop(seconds: float) -> dict:
-    """The seed's loop: torchtext-style Fields (vocab 5,000 + specials), BucketIterator batches of 32."""
+    """The seed's loop: torchtext-style Fields (vocab 5,000 + specials),
+    BucketIterator batches of 32."""
     torch.set_num_threads(2)
     torch.manual_seed(0)
     pairs = [(s, t) for s, t in _read_pairs() if s and t]
@@ -135,11 +138,16 @@ def seed_loop(seconds: float) -> dict:
     crit = nn.CrossEntropyLoss()  # the seed: padding is not ignored
     rng = random.Random(0)
     order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]))
-    batches = [order[i:i + 32] for i in range(0, len(order), 32)]
+    batches = [order[i : i + 32] for i in range(0, len(order), 32)]
     rng.shuffle(batches)
 
     def tensor(rows, side, index, bos_eos):
-        seqs = [([index["<sos>"]] if bos_eos else []) + [index.get(w, 0) for w in pairs[r][side]] + ([index["<eos>"]] if bos_eos else []) for r in rows]
+        seqs = [
+            ([index["<sos>"]] if bos_eos else [])
+            + [index.get(w, 0) for w in pairs[r][side]]
+            + ([index["<eos>"]] if bos_eos else [])
+            for r in rows
+        ]
         out = torch.full((max(map(len, seqs)), len(seqs)), index["<pad>"])
         for j, s in enumerate(seqs):
             out[: len(s), j] = torch.tensor(s)
@@ -158,27 +166,39 @@ def seed_loop(seconds: float) -> dict:
         if steps == warm:
             start = time.perf_counter()
         elif steps > warm:
-            tokens += ns + nt - 1  # source words + target words + EOS (the seed's BOS is input only)
+            tokens += (
+                ns + nt - 1
+            )  # source words + target words + EOS (the seed's BOS is input only)
             if time.perf_counter() - start >= seconds:
                 break
     elapsed = time.perf_counter() - start
-    return {"tokens_per_s": tokens / elapsed, "pairs_per_s": (steps - warm) * 32 / elapsed, "seconds": round(elapsed, 1)}
+    return {
+        "tokens_per_s": tokens / elapsed,
+        "pairs_per_s": (steps - warm) * 32 / elapsed,
+        "seconds": round(elapsed, 1),
+    }
 
 
 # ----------------------------------------------------------------------------- (b)-(e) the project
 
-def flops_per_token(cfg: dict, vocab_src: int, vocab_tgt: int, src_len: float, tgt_len: float) -> float:
-    """Training FLOPs (3 x forward matmul FLOPs) per real token, for mean real lengths (EOS incl.)."""
+
+def flops_per_token(
+    cfg: dict, vocab_src: int, vocab_tgt: int, src_len: float, tgt_len: float
+) -> float:
+    """Training FLOPs (3 x forward matmul FLOPs) per real token, for mean real lengths
+    (EOS incl.)."""
     m = cfg["model"]
     E, H, L = m["embedding_dim"], m["hidden_size"], m["num_layers"]
     dirs = 2 if m["bidirectional"] else 1
     h = H // dirs
     enc = sum(dirs * 2 * 4 * h * ((E if i == 0 else H) + h) for i in range(L))  # per source token
-    dec = sum(2 * 4 * H * ((E if i == 0 else H) + H) for i in range(L))       # per target token
+    dec = sum(2 * 4 * H * ((E if i == 0 else H) + H) for i in range(L))  # per target token
     attn = m["attention"] != "none"
     out_dim = E if m["tie_embeddings"] else H
-    per_src = enc + (2 * H * H if attn else 0)                                   # + attention keys
-    per_tgt = dec + 2 * out_dim * vocab_tgt + ((2 * 2 * src_len * H + 2 * 2 * H * out_dim) if attn else 0)
+    per_src = enc + (2 * H * H if attn else 0)  # + attention keys
+    per_tgt = (
+        dec + 2 * out_dim * vocab_tgt + ((2 * 2 * src_len * H + 2 * 2 * H * out_dim) if attn else 0)
+    )
     return 3 * (per_src * src_len + per_tgt * tgt_len) / (src_len + tgt_len)
 
 
@@ -187,29 +207,51 @@ WARMUP_S = 20.0  # training seconds left out of every measurement (first chunk, 
 
 def project_run(label: str, overrides: list[str], seconds: float, workdir: Path) -> dict:
     name = f"tp-{label}"
-    summary = run_cli("train", "--set", f"storage_path={workdir}", f"name={name}", "train.epochs=1",
-                      f"train.max_minutes={(seconds + WARMUP_S + 5) / 60}", "train.log_every_steps=10", "data.test=null",
-                      "train.average_last=0", *overrides)
+    summary = run_cli(
+        "train",
+        "--set",
+        f"storage_path={workdir}",
+        f"name={name}",
+        "train.epochs=1",
+        f"train.max_minutes={(seconds + WARMUP_S + 5) / 60}",
+        "train.log_every_steps=10",
+        "data.test=null",
+        "train.average_last=0",
+        *overrides,
+    )
     run_dir = Path(summary["run_dir"])
-    rows = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
+    with open(run_dir / "metrics.jsonl", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
     train = [r for r in rows if "train_loss" in r and r["epoch"] < 1]
     after = [r for r in train if r["elapsed_s"] >= WARMUP_S]
     if len(after) < 2:
-        raise SystemExit(f"{label}: fewer than two logging intervals after {WARMUP_S:g} s of training")
+        raise SystemExit(
+            f"{label}: fewer than two logging intervals after {WARMUP_S:g} s of training"
+        )
     a, b = after[0], after[-1]
     tokens = (b["src_tokens"] + b["tgt_tokens"]) - (a["src_tokens"] + a["tgt_tokens"])
     src_share = b["src_tokens"] / (b["src_tokens"] + b["tgt_tokens"])
-    cfg = __import__("yaml").safe_load(open(run_dir / "config.yaml"))
-    vocab = json.load(open(run_dir / "vocab" / "vocab.json"))
+    cfg = __import__("yaml").safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    vocab = json.loads((run_dir / "vocab" / "vocab.json").read_text(encoding="utf-8"))
     vs = vocab.get("size") or len(vocab["src"])
     vt = vocab.get("size") or len(vocab["tgt"])
     used = summary["data"]["train"]["used"]
-    total = b["src_tokens"] / max(b["epoch"], 1e-9) / used, b["tgt_tokens"] / max(b["epoch"], 1e-9) / used
+    total = (
+        b["src_tokens"] / max(b["epoch"], 1e-9) / used,
+        b["tgt_tokens"] / max(b["epoch"], 1e-9) / used,
+    )
     tps = tokens / (b["elapsed_s"] - a["elapsed_s"])
     fpt = flops_per_token(cfg, vs, vt, total[0], total[1])
-    return {"tokens_per_s": tps, "pairs_per_s": tps / (total[0] + total[1]), "flops_per_token": fpt,
-            "gflops": tps * fpt / 1e9, "src_share": src_share, "mean_src_len": total[0], "mean_tgt_len": total[1],
-            "seconds": round(b["elapsed_s"] - a["elapsed_s"], 1)}
+    return {
+        "tokens_per_s": tps,
+        "pairs_per_s": tps / (total[0] + total[1]),
+        "flops_per_token": fpt,
+        "gflops": tps * fpt / 1e9,
+        "src_share": src_share,
+        "mean_src_len": total[0],
+        "mean_tgt_len": total[1],
+        "seconds": round(b["elapsed_s"] - a["elapsed_s"], 1),
+    }
 
 
 # ----------------------------------------------------------------------------- (f) OpenNMT-py
@@ -251,11 +293,11 @@ ONMT_STEP = re.compile(r"^\[(\S+ \S+) INFO\] Step (\d+)/.*?sents:\s*(\d+);.*?(\d
 
 
 def onmt_py_run(seconds: float, workdir: Path, python: Path) -> dict:
-    """OpenNMT-py 3.5.1 as the issue measured it: bi-LSTM 2 x 128, decoder 2 x 256, general attention
-    with input feeding, word vocabularies 8k/side, batches of 64 sentences from length-sorted buckets,
-    in one process with torch's default threads (all cores). Trained on the same corpus until
-    `seconds` have been measured after WARMUP_S; pairs/s from its own report lines and their
-    timestamps, tokens/s as it reports them (source + target)."""
+    """OpenNMT-py 3.5.1 as the issue measured it: bi-LSTM 2 x 128, decoder 2 x 256, general
+    attention with input feeding, word vocabularies 8k/side, batches of 64 sentences from
+    length-sorted buckets, in one process with torch's default threads (all cores). Trained on the
+    same corpus until `seconds` have been measured after WARMUP_S; pairs/s from its own report
+    lines and their timestamps, tokens/s as it reports them (source + target)."""
     work = workdir / "onmt"
     work.mkdir()
     with open(work / "src.txt", "w") as s, open(work / "tgt.txt", "w") as t:
@@ -265,10 +307,19 @@ def onmt_py_run(seconds: float, workdir: Path, python: Path) -> dict:
                 t.write(" ".join(tgt) + "\n")
     (work / "onmt.yaml").write_text(ONMT_CONFIG.format(work=work))
     bin_dir = python.parent
-    subprocess.run([str(bin_dir / "onmt_build_vocab"), "-config", str(work / "onmt.yaml"), "-n_sample", "-1"],
-                   check=True, capture_output=True, cwd=work)
-    proc = subprocess.Popen([str(bin_dir / "onmt_train"), "-config", str(work / "onmt.yaml")], cwd=work,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    subprocess.run(
+        [str(bin_dir / "onmt_build_vocab"), "-config", str(work / "onmt.yaml"), "-n_sample", "-1"],
+        check=True,
+        capture_output=True,
+        cwd=work,
+    )
+    proc = subprocess.Popen(
+        [str(bin_dir / "onmt_train"), "-config", str(work / "onmt.yaml")],
+        cwd=work,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     reports = []  # (time, step, sentences in the interval, src tok/s, tgt tok/s)
     try:
         for line in proc.stdout:
@@ -276,7 +327,9 @@ def onmt_py_run(seconds: float, workdir: Path, python: Path) -> dict:
             if not m:
                 continue
             when = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
-            reports.append((when, int(m.group(2)), int(m.group(3)), int(m.group(4)), int(m.group(5))))
+            reports.append(
+                (when, int(m.group(2)), int(m.group(3)), int(m.group(4)), int(m.group(5)))
+            )
             if reports[-1][0] - reports[0][0] >= WARMUP_S + seconds:
                 break
     finally:
@@ -284,19 +337,41 @@ def onmt_py_run(seconds: float, workdir: Path, python: Path) -> dict:
         proc.wait()
     after = [r for r in reports if r[0] - reports[0][0] >= WARMUP_S] if reports else []
     if len(after) < 2:
-        raise SystemExit(f"OpenNMT-py: fewer than two report lines after {WARMUP_S:g} s ({len(reports)} in all)")
+        raise SystemExit(
+            f"OpenNMT-py: fewer than two report lines after {WARMUP_S:g} s ({len(reports)} in all)"
+        )
     elapsed = after[-1][0] - after[0][0]
     pairs = sum(r[2] for r in after[1:])
-    return {"pairs_per_s": pairs / elapsed, "onmt_reported_tokens_per_s": sum(r[3] + r[4] for r in after[1:]) / len(after[1:]),
-            "steps": after[-1][1] - after[0][1], "seconds": round(elapsed, 1)}
+    return {
+        "pairs_per_s": pairs / elapsed,
+        "onmt_reported_tokens_per_s": sum(r[3] + r[4] for r in after[1:]) / len(after[1:]),
+        "steps": after[-1][1] - after[0][1],
+        "seconds": round(elapsed, 1),
+    }
 
 
-SEED_ARCH = ["vocab.type=word", "vocab.vocab_size=5000", "model.attention=none", "model.bidirectional=false",
-             "model.hidden_size=256", "model.embedding_dim=256", "model.num_layers=1", "model.tie_embeddings=false",
-             "model.share_embeddings=false"]
-ONMT = ["vocab.type=word", "vocab.vocab_size=8000", "model.attention=luong", "model.bidirectional=true",
-        "model.hidden_size=256", "model.embedding_dim=256", "model.num_layers=2", "model.tie_embeddings=false",
-        "model.share_embeddings=false"]
+SEED_ARCH = [
+    "vocab.type=word",
+    "vocab.vocab_size=5000",
+    "model.attention=none",
+    "model.bidirectional=false",
+    "model.hidden_size=256",
+    "model.embedding_dim=256",
+    "model.num_layers=1",
+    "model.tie_embeddings=false",
+    "model.share_embeddings=false",
+]
+ONMT = [
+    "vocab.type=word",
+    "vocab.vocab_size=8000",
+    "model.attention=luong",
+    "model.bidirectional=true",
+    "model.hidden_size=256",
+    "model.embedding_dim=256",
+    "model.num_layers=2",
+    "model.tie_embeddings=false",
+    "model.share_embeddings=false",
+]
 ONE_BY_TWO = ["scaling.num_workers=1", "scaling.cpus_per_worker=2"]
 
 
@@ -308,10 +383,18 @@ ISSUE_ONMT_PY_PAIRS_PER_S, ISSUE_TARGET_PAIRS_PER_S = 535.0, 800.0
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=75.0, help="measured seconds per configuration")
-    ap.add_argument("--onmt-python", type=Path, default=ONMT_PYTHON,
-                    help="python of a venv with OpenNMT-py 3.5.1 (make bench-onmt); (f) is skipped without one")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--seconds", type=float, default=75.0, help="measured seconds per configuration"
+    )
+    ap.add_argument(
+        "--onmt-python",
+        type=Path,
+        default=ONMT_PYTHON,
+        help="python of a venv with OpenNMT-py 3.5.1 (make bench-onmt); (f) is skipped without one",
+    )
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
 
@@ -333,10 +416,16 @@ def main() -> None:
             onmt_py = onmt_py_run(args.seconds, work, args.onmt_python)
             print(f"[bench] (f) OpenNMT-py 3.5.1: {onmt_py}", flush=True)
         else:
-            print(f"[bench] (f) skipped: no OpenNMT-py at {args.onmt_python} (make bench-onmt)", flush=True)
+            print(
+                f"[bench] (f) skipped: no OpenNMT-py at {args.onmt_python} (make bench-onmt)",
+                flush=True,
+            )
     peaks.append(matmul_peak())
     peak = max(peaks)
-    print(f"[bench] fp32 matmul peak samples {[round(p, 1) for p in peaks]}; using {peak:.1f}", flush=True)
+    print(
+        f"[bench] fp32 matmul peak samples {[round(p, 1) for p in peaks]}; using {peak:.1f}",
+        flush=True,
+    )
     for k, v in runs.items():
         v["mfu"] = v["gflops"] / peak
         print(f"[bench] {k}: {v}", flush=True)
@@ -353,46 +442,75 @@ def main() -> None:
         "onmt_comparable_pairs_per_s": round(e["pairs_per_s"], 1),
         "onmt_comparable_tokens_per_s": round(e["tokens_per_s"], 1),
         "onmt_py_pairs_per_s": round(onmt_py["pairs_per_s"], 1) if onmt_py else None,
-        "onmt_comparable_vs_onmt_py": round(e["pairs_per_s"] / onmt_py["pairs_per_s"], 2) if onmt_py else None,
+        "onmt_comparable_vs_onmt_py": round(e["pairs_per_s"] / onmt_py["pairs_per_s"], 2)
+        if onmt_py
+        else None,
         "target_vs_onmt_py": round(ISSUE_TARGET_PAIRS_PER_S / ISSUE_ONMT_PY_PAIRS_PER_S, 2),
     }
     if not args.no_record:
+
         def row(label, r, note=""):
             ratio = r["tokens_per_s"] / seed["tokens_per_s"]
             mfu = f"{r['mfu'] * 100:.1f}%" if "mfu" in r else "—"
-            return f"| {label} | {r['tokens_per_s']:,.0f} | {r['pairs_per_s']:,.0f} | {ratio:.2f}x | {mfu} | {note} |"
+            return (
+                f"| {label} | {r['tokens_per_s']:,.0f} | {r['pairs_per_s']:,.0f} "
+                f"| {ratio:.2f}x | {mfu} | {note} |"
+            )
+
         lines = [
-            f"fp32 matmul peak measured in the same run: **{peak:.1f} GFLOP/s** (torch.mm, n = 512-2048, 2 threads; "
-            f"the best of three samples of 6 s: before, between and after the runs: {', '.join(f'{p:.1f}' for p in peaks)}).",
+            f"fp32 matmul peak measured in the same run: **{peak:.1f} GFLOP/s** "
+            "(torch.mm, n = 512-2048, 2 threads; "
+            "the best of three samples of 6 s: before, between and after the runs: "
+            f"{', '.join(f'{p:.1f}' for p in peaks)}).",
             "",
             "| configuration | tokens/s (src + tgt, real) | pairs/s | vs seed | MFU | note |",
             "|---|---|---|---|---|---|",
-            row("(a) seed loop made runnable, 2 threads", seed, "per-step decoder, tf 0.5, batch 32"),
+            row(
+                "(a) seed loop made runnable, 2 threads", seed, "per-step decoder, tf 0.5, batch 32"
+            ),
             row("(b) project, seed architecture, 1 worker x 2 threads", runs["b_seed_arch_1x2"]),
             row("(c) project, default model, 2 workers x 1 thread", runs["c_default_2x1"]),
             row("(d) project, default model, 1 worker x 2 threads", runs["d_default_1x2"]),
             row("(e) project, OpenNMT-comparable, 2 workers x 1 thread", e),
         ]
         if onmt_py:
-            lines.append(f"| (f) OpenNMT-py 3.5.1, same model with input feeding, batch 64, 1 process x 2 threads | "
-                         f"{onmt_py['onmt_reported_tokens_per_s']:,.0f} (its own count) | {onmt_py['pairs_per_s']:,.0f} | | | "
-                         f"(e) / (f) = **{result['onmt_comparable_vs_onmt_py']:.2f}x** pairs/s (target {result['target_vs_onmt_py']:.2f}x) |")
+            lines.append(
+                "| (f) OpenNMT-py 3.5.1, same model with input feeding, batch 64, "
+                "1 process x 2 threads | "
+                f"{onmt_py['onmt_reported_tokens_per_s']:,.0f} (its own count) "
+                f"| {onmt_py['pairs_per_s']:,.0f} | | | "
+                f"(e) / (f) = **{result['onmt_comparable_vs_onmt_py']:.2f}x** pairs/s "
+                f"(target {result['target_vs_onmt_py']:.2f}x) |"
+            )
         lines += [
             "",
-            f"Each project row: `python -m job train` on a local Ray cluster, tokens/s from metrics.jsonl over "
-            f"the first epoch's logging intervals after {WARMUP_S:g} s of training (b: {runs['b_seed_arch_1x2']['seconds']} s, "
-            f"c: {runs['c_default_2x1']['seconds']} s, d: {runs['d_default_1x2']['seconds']} s, e: {e['seconds']} s measured).",
+            "Each project row: `python -m job train` on a local Ray cluster, "
+            "tokens/s from metrics.jsonl over "
+            f"the first epoch's logging intervals after {WARMUP_S:g} s of training "
+            f"(b: {runs['b_seed_arch_1x2']['seconds']} s, "
+            f"c: {runs['c_default_2x1']['seconds']} s, "
+            f"d: {runs['d_default_1x2']['seconds']} s, e: {e['seconds']} s measured).",
             "",
-            "FLOPs per real token (training = 3 x forward; E embedding, H hidden, h = H/dirs, V target vocab, "
-            "S/T mean real source/target lengths incl. EOS): encoder per source token sum over layers of "
-            "dirs x 8h(in + h), + 2H^2 attention keys; decoder per target token 8H(in + H) per layer, + 2 x out x V "
+            "FLOPs per real token (training = 3 x forward; E embedding, H hidden, h = H/dirs, "
+            "V target vocab, "
+            "S/T mean real source/target lengths incl. EOS): "
+            "encoder per source token sum over layers of "
+            "dirs x 8h(in + h), + 2H^2 attention keys; "
+            "decoder per target token 8H(in + H) per layer, + 2 x out x V "
             "output layer, + 4SH + 4H x out attention (scores, context, combine); "
-            "per token = 3 x (src_cost x S + tgt_cost x T) / (S + T). Padding is never counted: the batches are "
+            "per token = 3 x (src_cost x S + tgt_cost x T) / (S + T). "
+            "Padding is never counted: the batches are "
             "length-bucketed and the output layer runs on real positions only.",
             "",
-            "```json", json.dumps(result), "```",
+            "```json",
+            json.dumps(result),
+            "```",
         ]
-        append_section("Training throughput", f"python bench/train_throughput.py --seconds {args.seconds:g}", "\n".join(lines))
+        append_section(
+            "Training throughput",
+            f"python bench/train_throughput.py --seconds {args.seconds:g}",
+            "\n".join(lines),
+        )
     print(json.dumps(result))
 
 

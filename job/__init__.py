@@ -1,6 +1,7 @@
-"""LSTM seq2seq machine translation as a Ray job: Ray Data ingest, DDP under Ray Train, bulk translation."""
+"""LSTM seq2seq machine translation as a Ray job: Ray Data ingest, DDP under Ray Train, bulk
+translation."""
 
-__all__ = ["Translator", "Translation"]
+__all__ = ["Translation", "Translator"]
 
 
 def __getattr__(name):  # keep `import job` light: torch/ray load only when the API is used

@@ -10,10 +10,11 @@ that no rank waits long for a costlier batch on another.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from job.vocab import BOS, EOS, PAD
@@ -21,22 +22,31 @@ from job.vocab import BOS, EOS, PAD
 
 @dataclass
 class Batch:
-    src: torch.Tensor       # (B, S) source ids + EOS, PAD-padded
-    src_len: torch.Tensor   # (B,)
-    tgt_in: torch.Tensor    # (B, T) BOS + target ids
-    tgt_out: torch.Tensor   # (B, T) target ids + EOS, PAD-padded
-    src_tokens: int         # real tokens (EOS included), no padding
+    src: torch.Tensor  # (B, S) source ids + EOS, PAD-padded
+    src_len: torch.Tensor  # (B,)
+    tgt_in: torch.Tensor  # (B, T) BOS + target ids
+    tgt_out: torch.Tensor  # (B, T) target ids + EOS, PAD-padded
+    src_tokens: int  # real tokens (EOS included), no padding
     tgt_tokens: int
 
-    def to(self, device) -> "Batch":
+    def to(self, device) -> Batch:
         if str(device) == "cpu":
             return self
-        return Batch(self.src.to(device, non_blocking=True), self.src_len, self.tgt_in.to(device, non_blocking=True),
-                     self.tgt_out.to(device, non_blocking=True), self.src_tokens, self.tgt_tokens)
+        return Batch(
+            self.src.to(device, non_blocking=True),
+            self.src_len,
+            self.tgt_in.to(device, non_blocking=True),
+            self.tgt_out.to(device, non_blocking=True),
+            self.src_tokens,
+            self.tgt_tokens,
+        )
 
 
-def bucket(src_lens: np.ndarray, tgt_lens: np.ndarray, batch_tokens: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Indices of each batch, shortest batches first; lengths include the EOS/BOS token each side gets."""
+def bucket(
+    src_lens: np.ndarray, tgt_lens: np.ndarray, batch_tokens: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Indices of each batch, shortest batches first; lengths include the EOS/BOS token each side
+    gets."""
     n = len(src_lens)
     if n == 0:
         return []
@@ -66,7 +76,9 @@ def batch_cost(src_lens: np.ndarray, tgt_lens: np.ndarray, idx: np.ndarray) -> f
     return len(idx) * (int(s.max()) * (2 if mixed else 1) + int(t.max()))
 
 
-def cost_matched_order(costs: np.ndarray, shared: np.random.Generator, local: np.random.Generator, strata: int = 16) -> np.ndarray:
+def cost_matched_order(
+    costs: np.ndarray, shared: np.random.Generator, local: np.random.Generator, strata: int = 16
+) -> np.ndarray:
     """A random order of batches in which every DDP rank's i-th batch costs about the same.
 
     Under DDP each step takes as long as the slowest rank's batch, so two ranks that shuffle
@@ -96,7 +108,9 @@ def cost_matched_order(costs: np.ndarray, shared: np.random.Generator, local: np
     return np.asarray(order, dtype=np.int64)
 
 
-def pad(values: np.ndarray, offsets: np.ndarray, idx: np.ndarray, bos: bool, eos: bool) -> tuple[np.ndarray, np.ndarray]:
+def pad(
+    values: np.ndarray, offsets: np.ndarray, idx: np.ndarray, bos: bool, eos: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """Rows `idx` of a flat (values, offsets) list column, as a PAD-padded (len(idx), L) array."""
     starts, ends = offsets[idx], offsets[idx + 1]
     lens = ends - starts
@@ -107,7 +121,7 @@ def pad(values: np.ndarray, offsets: np.ndarray, idx: np.ndarray, bos: bool, eos
     body = np.concatenate([values[a:b] for a, b in zip(starts, ends)]) if len(idx) else values[:0]
     cols = np.arange(out.shape[1] - extra)
     mask = cols[None, :] < lens[:, None]
-    out[:, int(bos):out.shape[1] - int(eos)][mask] = body
+    out[:, int(bos) : out.shape[1] - int(eos)][mask] = body
     if eos:
         out[np.arange(len(idx)), lens + int(bos)] = EOS
     return out, lens + extra
@@ -117,12 +131,25 @@ def make_batch(src_vals, src_offs, tgt_vals, tgt_offs, idx: np.ndarray) -> Batch
     src, src_len = pad(src_vals, src_offs, idx, bos=False, eos=True)
     tgt_in, _ = pad(tgt_vals, tgt_offs, idx, bos=True, eos=False)
     tgt_out, tgt_len = pad(tgt_vals, tgt_offs, idx, bos=False, eos=True)
-    return Batch(torch.from_numpy(src), torch.from_numpy(src_len), torch.from_numpy(tgt_in), torch.from_numpy(tgt_out),
-                 int(src_len.sum()), int(tgt_len.sum()))
+    return Batch(
+        torch.from_numpy(src),
+        torch.from_numpy(src_len),
+        torch.from_numpy(tgt_in),
+        torch.from_numpy(tgt_out),
+        int(src_len.sum()),
+        int(tgt_len.sum()),
+    )
 
 
-def chunk_batches(src_vals, src_offs, tgt_vals, tgt_offs, batch_tokens: int, rng: np.random.Generator,
-                  shared: np.random.Generator | None = None) -> Iterator[Batch]:
+def chunk_batches(
+    src_vals,
+    src_offs,
+    tgt_vals,
+    tgt_offs,
+    batch_tokens: int,
+    rng: np.random.Generator,
+    shared: np.random.Generator | None = None,
+) -> Iterator[Batch]:
     """Batches of one chunk in random order; with `shared` (a generator seeded alike on every DDP
     rank), in cost-matched order (see cost_matched_order)."""
     src_lens = np.diff(src_offs) + 1
@@ -131,6 +158,27 @@ def chunk_batches(src_vals, src_offs, tgt_vals, tgt_offs, batch_tokens: int, rng
     if shared is None:
         order = rng.permutation(len(batches))
     else:
-        order = cost_matched_order(np.array([batch_cost(src_lens, tgt_lens, b) for b in batches]), shared, rng)
+        order = cost_matched_order(
+            np.array([batch_cost(src_lens, tgt_lens, b) for b in batches]), shared, rng
+        )
     for i in order:
         yield make_batch(src_vals, src_offs, tgt_vals, tgt_offs, batches[i])
+
+
+def flatten(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Id lists as (flat values, offsets): row i is values[offsets[i]:offsets[i + 1]]."""
+    offsets = np.zeros(len(lists) + 1, dtype=np.int64)
+    np.cumsum([len(x) for x in lists], out=offsets[1:])
+    if not lists:
+        return np.zeros(0, np.int64), offsets
+    return np.concatenate([np.asarray(x, dtype=np.int64) for x in lists]), offsets
+
+
+def list_column(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """A list<int32> Arrow column as (flat values, offsets) numpy arrays, slice-safe."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    values = arr.flatten().to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    lengths = arr.value_lengths().to_numpy(zero_copy_only=False)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return values, offsets

@@ -1,4 +1,5 @@
-"""Checkpoint directories: self-contained (weights, optimizer, step, vocabulary, config).
+"""Checkpoint directories: self-contained (weights, optimizer, step, vocabulary, config), and
+finding the best one of a finished run.
 
 Layout of a checkpoint directory:
     model.pt       model state_dict (tensors only: loaded with torch.load(weights_only=True))
@@ -18,23 +19,26 @@ from dataclasses import dataclass
 import torch
 import yaml
 
+from job import storage
 from job.config import Config, dump_config, validate_config
+from job.errors import CheckpointError
 from job.model import Seq2Seq, build_model
-from job.vocab import Vocabulary
+from job.vocab import VOCAB_DIR, Vocabulary
 
 MODEL_FILE = "model.pt"
 OPTIMIZER_FILE = "optimizer.pt"
 STATE_FILE = "state.json"
 CONFIG_FILE = "config.yaml"
-VOCAB_DIR = "vocab"
 
 
-class CheckpointError(ValueError):
-    pass
-
-
-def write_checkpoint(directory: str, model: Seq2Seq, optimizer: torch.optim.Optimizer | None, state: dict,
-                     cfg: Config, vocab: Vocabulary) -> None:
+def write_checkpoint(
+    directory: str,
+    model: Seq2Seq,
+    optimizer: torch.optim.Optimizer | None,
+    state: dict,
+    cfg: Config,
+    vocab: Vocabulary,
+) -> None:
     os.makedirs(directory, exist_ok=True)
     torch.save(model.state_dict(), os.path.join(directory, MODEL_FILE))
     if optimizer is not None:
@@ -55,7 +59,9 @@ class LoadedCheckpoint:
 
     def model(self, device: torch.device | str = "cpu") -> Seq2Seq:
         model = build_model(self.cfg.model, self.vocab.src_size, self.vocab.tgt_size)
-        weights = torch.load(os.path.join(self.directory, MODEL_FILE), map_location="cpu", weights_only=True)
+        weights = torch.load(
+            os.path.join(self.directory, MODEL_FILE), map_location="cpu", weights_only=True
+        )
         check_weights_match(weights, model, self.directory)
         model.load_state_dict(weights)
         return model.to(device)
@@ -72,13 +78,25 @@ def check_weights_match(weights: dict, model: Seq2Seq, where: str) -> None:
     expected = model.state_dict()
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))
-    wrong = [f"{k}: checkpoint {tuple(weights[k].shape)} vs model {tuple(v.shape)}"
-             for k, v in expected.items() if k in weights and tuple(weights[k].shape) != tuple(v.shape)]
+    wrong = [
+        f"{k}: checkpoint {tuple(weights[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in weights and tuple(weights[k].shape) != tuple(v.shape)
+    ]
     if missing or unexpected or wrong:
-        detail = "; ".join(filter(None, [
-            f"missing {missing[:5]}" if missing else "", f"unexpected {unexpected[:5]}" if unexpected else "", "; ".join(wrong[:5]),
-        ]))
-        raise CheckpointError(f"{where}: weights do not match the vocabulary/config stored with them ({detail})")
+        detail = "; ".join(
+            filter(
+                None,
+                [
+                    f"missing {missing[:5]}" if missing else "",
+                    f"unexpected {unexpected[:5]}" if unexpected else "",
+                    "; ".join(wrong[:5]),
+                ],
+            )
+        )
+        raise CheckpointError(
+            f"{where}: weights do not match the vocabulary/config stored with them ({detail})"
+        )
 
 
 def read_checkpoint(directory: str) -> LoadedCheckpoint:
@@ -96,7 +114,7 @@ def read_checkpoint(directory: str) -> LoadedCheckpoint:
 @contextmanager
 def local_checkpoint(path: str):
     """A local directory with the checkpoint's files (downloaded first if `path` is a URI)."""
-    if "://" not in path:
+    if not storage.is_uri(path):
         if not os.path.isdir(path):
             raise CheckpointError(f"checkpoint not found: {path}")
         yield path
@@ -105,3 +123,25 @@ def local_checkpoint(path: str):
 
     with Checkpoint(path).as_directory() as d:
         yield d
+
+
+def checkpoint_uri(ckpt) -> str:
+    """A path or URI a Ray Train Checkpoint can be read back from: Ray Train keeps cloud paths
+    without their scheme (pyarrow's filesystem holds it), so put it back."""
+    fs_type = getattr(ckpt.filesystem, "type_name", "local")
+    scheme = {"s3": "s3://", "gcs": "gs://", "hdfs": "hdfs://", "abfs": "abfs://"}.get(fs_type, "")
+    return scheme + ckpt.path if scheme and not storage.is_uri(ckpt.path) else ckpt.path
+
+
+def best_checkpoint(result) -> tuple[str, dict]:
+    """Path/URI and metrics of a Ray Train Result's best checkpoint by validation BLEU (else the
+    latest)."""
+    candidates = [
+        (c, m) for c, m in (result.best_checkpoints or []) if m.get("valid_bleu") is not None
+    ]
+    if candidates:
+        ckpt, metrics = max(candidates, key=lambda cm: (cm[1]["valid_bleu"], cm[1].get("step", 0)))
+        return checkpoint_uri(ckpt), metrics
+    if result.checkpoint is None:
+        raise RuntimeError("training finished without a checkpoint")
+    return checkpoint_uri(result.checkpoint), result.metrics or {}

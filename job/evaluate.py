@@ -14,7 +14,10 @@ def score(hypotheses: list[str], references: list[str]) -> dict:
     b = bleu.corpus_score(hypotheses, [references])
     c = chrf.corpus_score(hypotheses, [references])
     return {
-        "bleu": round(b.score, 2), "chrf": round(c.score, 2), "sentences": len(hypotheses),
-        "bleu_signature": str(bleu.get_signature()), "chrf_signature": str(chrf.get_signature()),
+        "bleu": round(b.score, 2),
+        "chrf": round(c.score, 2),
+        "sentences": len(hypotheses),
+        "bleu_signature": str(bleu.get_signature()),
+        "chrf_signature": str(chrf.get_signature()),
         "bleu_detail": str(b),
     }

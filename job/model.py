@@ -21,10 +21,12 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from job.config import ModelConfig
+from job.errors import ConfigError
 from job.vocab import PAD
 
-
-LOSS_CHUNK_ROWS = 128  # rows of logits per chunk: 128 x V floats stay in a core's L2 for V up to ~8k
+LOSS_CHUNK_ROWS = (
+    128  # rows of logits per chunk: 128 x V floats stay in a core's L2 for V up to ~8k
+)
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -40,13 +42,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, target, smoothing: float):
         n, v = x.size(0), weight.size(0)
-        grad_x, grad_w, grad_b = torch.empty_like(x), torch.zeros_like(weight), torch.zeros_like(bias)
+        grad_x, grad_w, grad_b = (
+            torch.empty_like(x),
+            torch.zeros_like(weight),
+            torch.zeros_like(bias),
+        )
         rows = min(LOSS_CHUNK_ROWS, max(n, 1))
         logits = x.new_empty(rows, v)
         arange = torch.arange(rows, device=x.device)
         loss = x.new_zeros(())
         for start in range(0, n, rows):
-            xc, tc = x[start:start + rows], target[start:start + rows]
+            xc, tc = x[start : start + rows], target[start : start + rows]
             c = xc.size(0)
             z = torch.addmm(bias, xc, weight.t(), out=logits[:c])
             logp = torch.log_softmax(z, dim=1)
@@ -60,7 +66,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             if smoothing:
                 grad_z.sub_(smoothing / v)
             grad_z[arange[:c], tc] -= 1.0 - smoothing
-            torch.mm(grad_z, weight, out=grad_x[start:start + c])
+            torch.mm(grad_z, weight, out=grad_x[start : start + c])
             grad_w.addmm_(grad_z.t(), xc)
             grad_b += grad_z.sum(0)
         ctx.save_for_backward(grad_x, grad_w, grad_b)
@@ -78,7 +84,11 @@ def linear_cross_entropy(x, weight, bias, target, smoothing: float = 0.0) -> tor
     Training on CPU (fp32) takes the chunked kernel above; otherwise (inference, CUDA, autocast)
     the plain F.linear + F.cross_entropy.
     """
-    if torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32:
+    if (
+        torch.is_grad_enabled()
+        and x.device.type == "cpu"
+        and x.dtype == weight.dtype == torch.float32
+    ):
         return _LinearCrossEntropy.apply(x, weight, bias, target, smoothing)
     logits = F.linear(x, weight, bias)
     return F.cross_entropy(logits.float(), target, reduction="sum", label_smoothing=smoothing)
@@ -103,7 +113,7 @@ class Dropout(nn.Module):
             return x
         if x.device.type != "cpu":
             return F.dropout(x, self.p, True)
-        bits = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_(-2**63, None)
+        bits = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
         lanes = bits.view(torch.int16)[: x.numel()].view(x.shape)
         mask = (lanes >= self.threshold - 32768).to(x.dtype).mul_(65536 / (65536 - self.threshold))
         return x * mask
@@ -119,8 +129,12 @@ class Encoder(nn.Module):
         self.bidirectional = cfg.bidirectional
         per_dir = cfg.hidden_size // 2 if cfg.bidirectional else cfg.hidden_size
         self.lstm = nn.LSTM(
-            cfg.embedding_dim, per_dir, cfg.num_layers, batch_first=True,
-            bidirectional=cfg.bidirectional, dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
+            cfg.embedding_dim,
+            per_dir,
+            cfg.num_layers,
+            batch_first=True,
+            bidirectional=cfg.bidirectional,
+            dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
         )
         self.dropout = Dropout(cfg.dropout)
 
@@ -171,11 +185,16 @@ class Decoder(nn.Module):
         super().__init__()
         self.embed = embed
         self.lstm = nn.LSTM(
-            cfg.embedding_dim, cfg.hidden_size, cfg.num_layers, batch_first=True,
+            cfg.embedding_dim,
+            cfg.hidden_size,
+            cfg.num_layers,
+            batch_first=True,
             dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
         )
         out_dim = cfg.embedding_dim if cfg.tie_embeddings else cfg.hidden_size
-        self.attention = LuongAttention(cfg.hidden_size, out_dim) if cfg.attention == "luong" else None
+        self.attention = (
+            LuongAttention(cfg.hidden_size, out_dim) if cfg.attention == "luong" else None
+        )
         self.dropout = Dropout(cfg.dropout)
         self.out = nn.Linear(out_dim, vocab_size)
         if cfg.tie_embeddings:
@@ -198,12 +217,19 @@ class Seq2Seq(nn.Module):
     def __init__(self, cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int):
         super().__init__()
         if cfg.share_embeddings and src_vocab_size != tgt_vocab_size:
-            raise ValueError("model.share_embeddings requires a joint vocabulary (same size on both sides)")
+            raise ConfigError(
+                "model.share_embeddings requires a joint vocabulary (same size on both sides); "
+                "set model.share_embeddings: false"
+            )
         self.cfg = cfg
         src_embed = nn.Embedding(src_vocab_size, cfg.embedding_dim, padding_idx=PAD)
-        tgt_embed = src_embed if cfg.share_embeddings else nn.Embedding(tgt_vocab_size, cfg.embedding_dim, padding_idx=PAD)
+        tgt_embed = (
+            src_embed
+            if cfg.share_embeddings
+            else nn.Embedding(tgt_vocab_size, cfg.embedding_dim, padding_idx=PAD)
+        )
         for emb in {id(src_embed): src_embed, id(tgt_embed): tgt_embed}.values():
-            nn.init.normal_(emb.weight, std=cfg.embedding_dim ** -0.5)
+            nn.init.normal_(emb.weight, std=cfg.embedding_dim**-0.5)
             with torch.no_grad():
                 emb.weight[PAD].zero_()
         self.encoder = Encoder(src_embed, cfg)
@@ -212,7 +238,9 @@ class Seq2Seq(nn.Module):
     def encode(self, src, src_len):
         enc_out, state = self.encoder(src, src_len)
         positions = torch.arange(src.size(1), device=src.device)
-        src_mask = positions.unsqueeze(0) < src_len.to(src.device).unsqueeze(1)  # (B, S) True at real tokens
+        src_mask = positions.unsqueeze(0) < src_len.to(src.device).unsqueeze(
+            1
+        )  # (B, S) True at real tokens
         keys = self.decoder.attention.keys(enc_out) if self.decoder.attention is not None else None
         return enc_out, state, keys, src_mask
 
@@ -239,7 +267,15 @@ class Seq2Seq(nn.Module):
                     inp = self.decoder.out(feat).argmax(-1)
         return torch.cat(steps, dim=1)
 
-    def forward(self, src, src_len, tgt_in, tgt_out, label_smoothing: float = 0.0, teacher_forcing_ratio: float = 1.0):
+    def forward(
+        self,
+        src,
+        src_len,
+        tgt_in,
+        tgt_out,
+        label_smoothing: float = 0.0,
+        teacher_forcing_ratio: float = 1.0,
+    ):
         """Summed cross-entropy over real target tokens and their count.
 
         src: (B, S), src_len: (B,), tgt_in: (B, T) = BOS + target, tgt_out: (B, T) = target + EOS,
@@ -248,7 +284,9 @@ class Seq2Seq(nn.Module):
         feats = self.features(src, src_len, tgt_in, teacher_forcing_ratio)
         mask = tgt_out != PAD
         target = tgt_out[mask]
-        loss = linear_cross_entropy(feats[mask], self.decoder.out.weight, self.decoder.out.bias, target, label_smoothing)
+        loss = linear_cross_entropy(
+            feats[mask], self.decoder.out.weight, self.decoder.out.bias, target, label_smoothing
+        )
         return loss, target.numel()
 
 

@@ -33,11 +33,14 @@ import csv
 import os
 import re
 from collections import deque
-from typing import Iterator
+from collections.abc import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from ray.data.datasource.file_based_datasource import FileBasedDatasource
+
+from job import storage
+from job.errors import DataError
 
 STATUS, RAW, FILE, LINE, ROW = "_status", "_raw", "_file", "_line", "_row"
 META_COLUMNS = (STATUS, RAW, FILE, LINE, ROW)
@@ -46,7 +49,7 @@ _BOM = "\ufeff"
 ROWS_PER_BLOCK = 50_000
 
 
-class ReaderError(ValueError):
+class ReaderError(DataError):
     """A file that cannot be read at all (no header, missing columns)."""
 
 
@@ -88,7 +91,8 @@ class _PushbackLines:
 
     def __next__(self) -> str:
         if len(self.taken) >= self.max_record_lines:
-            raise _RecordTooLong  # an open quote ran on: stop reading the rest of the file into one field
+            # an open quote ran on: stop reading the rest of the file into one field
+            raise _RecordTooLong
         line = self.pending.popleft() if self.pending else next(self.lines)
         self.taken.append(line)
         self.next_line += 1
@@ -105,11 +109,14 @@ class _PushbackLines:
 
 def _show(text: str) -> str:
     """Raw text as valid UTF-8 for the rejects file: undecodable bytes become \\xNN."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace").rstrip("\r\n")
+    return (
+        text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace").rstrip("\r\n")
+    )
 
 
-def parse_records(lines: Iterator[str], delimiter: str, path: str = "", max_record_lines: int = 1000
-                  ) -> Iterator[tuple[int, list[str] | None, str | None, str | None]]:
+def parse_records(
+    lines: Iterator[str], delimiter: str, path: str = "", max_record_lines: int = 1000
+) -> Iterator[tuple[int, list[str] | None, str | None, str | None]]:
     """(line, fields, reason, raw) per record of a delimited file; the first record is the header
     (yielded with reason "header"). fields is None when reason is set. A quoted field may span
     at most max_record_lines lines."""
@@ -133,7 +140,9 @@ def parse_records(lines: Iterator[str], delimiter: str, path: str = "", max_reco
             if fields:
                 fields[0] = fields[0].lstrip(_BOM)
         raw = "".join(taken)
-        if len(taken) > 1 and (error is not None or (header is not None and len(fields) != len(header))):
+        if len(taken) > 1 and (
+            error is not None or (header is not None and len(fields) != len(header))
+        ):
             # A quote opened on this line ran on into the next ones: reject this line only.
             src.give_back(taken[1:])
             yield line, None, "unterminated_quote", _show(taken[0])
@@ -148,7 +157,9 @@ def parse_records(lines: Iterator[str], delimiter: str, path: str = "", max_reco
                 continue
             header = [f.strip() for f in fields]
             if _BAD_UTF8.search(raw):
-                raise ReaderError(f"{path}: line {line}: the header is not valid UTF-8: {_show(raw)!r}")
+                raise ReaderError(
+                    f"{path}: line {line}: the header is not valid UTF-8: {_show(raw)!r}"
+                )
             yield line, header, "header", None
             continue
         if not fields:
@@ -163,7 +174,9 @@ def parse_records(lines: Iterator[str], delimiter: str, path: str = "", max_reco
             yield line, fields, None, None
 
 
-def parse_text_lines(lines: Iterator[str]) -> Iterator[tuple[int, list[str] | None, str | None, str | None]]:
+def parse_text_lines(
+    lines: Iterator[str],
+) -> Iterator[tuple[int, list[str] | None, str | None, str | None]]:
     """(line, [text], reason, raw) per line of a plain-text file (one sentence per line)."""
     for number, text in enumerate(lines, start=1):
         if number == 1 and text.startswith(_BOM):
@@ -181,8 +194,16 @@ class CorpusDatasource(FileBasedDatasource):
     One read task per file, streamed in blocks of at most `rows_per_block` rows (small blocks
     spread the work of a single large file over an actor pool)."""
 
-    def __init__(self, paths: list[str], *, fmt: str, columns: list[str], optional_columns: tuple[str, ...] = (),
-                 rows_per_block: int = ROWS_PER_BLOCK, **kwargs):
+    def __init__(
+        self,
+        paths: list[str],
+        *,
+        fmt: str,
+        columns: list[str],
+        optional_columns: tuple[str, ...] = (),
+        rows_per_block: int = ROWS_PER_BLOCK,
+        **kwargs,
+    ):
         super().__init__(paths, **kwargs)
         self.fmt, self.columns, self.optional = fmt, list(columns), tuple(optional_columns)
         self.rows_per_block = rows_per_block
@@ -215,12 +236,16 @@ class CorpusDatasource(FileBasedDatasource):
                 index = {col: i for i, col in enumerate(fields)}
                 missing = [c for c in self.columns if c not in index]
                 if missing:
-                    raise ReaderError(f"{name}: column(s) {missing} not found; the file has columns {fields}")
+                    raise ReaderError(
+                        f"{name}: column(s) {missing} not found; the file has columns {fields}"
+                    )
                 continue
             if fields is None:
                 rows.add(line, None, reason, raw)
             else:
-                rows.add(line, [fields[index[c]] if c in index else None for c in wanted], None, None)
+                rows.add(
+                    line, [fields[index[c]] if c in index else None for c in wanted], None, None
+                )
             if len(rows) >= self.rows_per_block:
                 yield rows.build()
                 rows = _Block(wanted, name, rows.end)
@@ -234,23 +259,35 @@ class CorpusDatasource(FileBasedDatasource):
         pf = pq.ParquetFile(f)
         missing = [c for c in self.columns if c not in pf.schema_arrow.names]
         if missing:
-            raise ReaderError(f"{name}: column(s) {missing} not found; the file has columns {pf.schema_arrow.names}")
+            raise ReaderError(
+                f"{name}: column(s) {missing} not found; "
+                f"the file has columns {pf.schema_arrow.names}"
+            )
         have = [c for c in wanted if c in pf.schema_arrow.names]
         start = 0
         for batch in pf.iter_batches(batch_size=self.rows_per_block, columns=have):
             n = batch.num_rows
             # Text columns become strings; optional ones (an id) keep their type.
-            arrays = [(batch.column(c).cast(pa.string()) if c in self.columns else batch.column(c)) if c in have
-                      else pa.nulls(n, pa.string()) for c in wanted]
+            arrays = [
+                (batch.column(c).cast(pa.string()) if c in self.columns else batch.column(c))
+                if c in have
+                else pa.nulls(n, pa.string())
+                for c in wanted
+            ]
             rows = pa.array(range(start, start + n), pa.int64())
-            arrays += [pa.nulls(n, pa.string()), pa.nulls(n, pa.string()), pa.array([name] * n, pa.string()),
-                       pc.add(rows, 1), rows]
+            arrays += [
+                pa.nulls(n, pa.string()),
+                pa.nulls(n, pa.string()),
+                pa.array([name] * n, pa.string()),
+                pc.add(rows, 1),
+                rows,
+            ]
             yield pa.table(arrays, names=wanted + list(META_COLUMNS))
             start += n
 
 
 def _strip_scheme(path: str) -> str:
-    return path.split("://", 1)[1] if "://" in path else os.path.abspath(path)
+    return path.split("://", 1)[1] if storage.is_uri(path) else os.path.abspath(path)
 
 
 class _Block:
@@ -276,16 +313,22 @@ class _Block:
     def build(self) -> pa.Table:
         n = len(self.line)
         arrays = [pa.array(v, pa.string()) for v in self.values]
-        arrays += [pa.array(self.status, pa.string()), pa.array(self.raw, pa.string()),
-                   pa.array([self.path] * n, pa.string()), pa.array(self.line, pa.int64()),
-                   pa.array(range(self.start, self.end), pa.int64())]
+        arrays += [
+            pa.array(self.status, pa.string()),
+            pa.array(self.raw, pa.string()),
+            pa.array([self.path] * n, pa.string()),
+            pa.array(self.line, pa.int64()),
+            pa.array(range(self.start, self.end), pa.int64()),
+        ]
         return pa.table(arrays, names=self.columns + list(META_COLUMNS))
 
 
 def read_header(f, fmt: str, path: str) -> list[str]:
     """Column names of a delimited file from its first non-blank record (for early, clear
     errors on the driver before any Ray task runs)."""
-    for _, fields, reason, _ in parse_records(lines_of(f, 1 << 16), "\t" if fmt == "tsv" else ",", path):
+    for _, fields, reason, _ in parse_records(
+        lines_of(f, 1 << 16), "\t" if fmt == "tsv" else ",", path
+    ):
         if reason == "header":
             return fields
     raise ReaderError(f"{path}: no header line (the file holds only blank lines)")

@@ -1,4 +1,5 @@
-"""Decoding: batched greedy search, and decoding whole lists of sentences in length-sorted batches."""
+"""Decoding: batched greedy and beam search, and decoding whole lists of sentences in
+length-sorted batches."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from job.batching import pad
+from job.batching import flatten, pad
+from job.device import autocast
 from job.model import Seq2Seq
 from job.vocab import BOS, EOS, PAD
 
@@ -80,8 +82,14 @@ def _forbid(logp: torch.Tensor, max_len: torch.Tensor, t: int) -> None:
 
 
 @torch.inference_mode()
-def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: torch.Tensor,
-                beam: int, length_penalty: float = 1.0):
+def beam_search(
+    model: Seq2Seq,
+    src: torch.Tensor,
+    src_len: torch.Tensor,
+    max_len: torch.Tensor,
+    beam: int,
+    length_penalty: float = 1.0,
+):
     """Batched beam search: every sentence of the batch is decoded together, `beam` hypotheses each.
 
     At each step the 2*beam best extensions per sentence are taken; those ending in EOS among the
@@ -111,7 +119,10 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_le
     best_step = torch.zeros(B, dtype=torch.long, device=device)
     best_beam = torch.zeros(B, dtype=torch.long, device=device)
     finished = torch.zeros(B, dtype=torch.long, device=device)
-    tokens_hist, parent_hist = [], []  # per step, (B, K) for every sentence (read back only up to best_step)
+    tokens_hist, parent_hist = (
+        [],
+        [],
+    )  # per step, (B, K) for every sentence (read back only up to best_step)
     positions = torch.arange(2 * K, device=device)
     for t in range(int(max_len.max()) + 1):
         b = alive.numel()
@@ -131,7 +142,9 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_le
 
         # Finished hypotheses: EOS among the best K candidates of sentences not done yet.
         eos_first = is_eos[:, :K] & live.unsqueeze(1)
-        norm = torch.where(eos_first, top_val[:, :K] / _length_penalty(t + 1, length_penalty), float("-inf"))
+        norm = torch.where(
+            eos_first, top_val[:, :K] / _length_penalty(t + 1, length_penalty), float("-inf")
+        )
         cand_best, cand_pos = norm.max(dim=-1)
         better = cand_best > best_norm[alive]
         best_norm[alive] = torch.where(better, cand_best, best_norm[alive])
@@ -159,7 +172,13 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_le
         sel = rows
         if _compact_now(n_live, b):
             sel = live.nonzero().squeeze(1)
-            alive, live, parents, new_tok, new_scores = alive[sel], live[sel], parents[sel], new_tok[sel], new_scores[sel]
+            alive, live, parents, new_tok, new_scores = (
+                alive[sel],
+                live[sel],
+                parents[sel],
+                new_tok[sel],
+                new_scores[sel],
+            )
             keep_k = (sel.unsqueeze(1) * K + torch.arange(K, device=device)).view(-1)
             enc_out, src_mask, max_len_k = enc_out[keep_k], src_mask[keep_k], max_len_k[keep_k]
             keys = keys[keep_k] if keys is not None else None
@@ -182,16 +201,29 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_le
     return out, best_raw
 
 
+def max_output_length(src_len: torch.Tensor, ratio: float) -> torch.Tensor:
+    """The longest output per sentence, EOS excluded: ratio x source tokens (EOS included) + 10."""
+    return (src_len.double() * ratio).long() + 10
+
+
 @dataclass
 class Decoded:
-    ids: list[list[int]]      # output token ids per sentence, EOS and padding removed
-    scores: list[float]       # log-probability of each output
-    truncated: list[bool]     # source was cut to max_src_len tokens before decoding
+    ids: list[list[int]]  # output token ids per sentence, EOS and padding removed
+    scores: list[float]  # log-probability of each output
+    truncated: list[bool]  # source was cut to max_src_len tokens before decoding
 
 
-def decode_ids(model: Seq2Seq, sources: list[list[int]], *, batch_size: int, max_src_len: int,
-               max_length_ratio: float, device: torch.device | str = "cpu", beam: int = 1,
-               length_penalty: float = 1.0) -> Decoded:
+def decode_ids(
+    model: Seq2Seq,
+    sources: list[list[int]],
+    *,
+    batch_size: int,
+    max_src_len: int,
+    max_length_ratio: float,
+    device: torch.device | str = "cpu",
+    beam: int = 1,
+    length_penalty: float = 1.0,
+) -> Decoded:
     """Decode source id lists (no EOS) in length-sorted batches (greedy when beam is 1, else beam
     search); results in input order."""
     n = len(sources)
@@ -199,21 +231,18 @@ def decode_ids(model: Seq2Seq, sources: list[list[int]], *, batch_size: int, max
     scores = [0.0] * n
     truncated = [len(s) + 1 > max_src_len for s in sources]
     clipped = [s[: max_src_len - 1] for s in sources]
-    lengths = np.array([len(s) for s in clipped], dtype=np.int64)
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    values = np.concatenate([np.asarray(s, dtype=np.int64) for s in clipped]) if n else np.zeros(0, np.int64)
-    order = np.argsort(lengths, kind="stable")
+    values, offsets = flatten(clipped)
+    order = np.argsort(np.diff(offsets), kind="stable")
     was_training = model.training
     model.eval()
     try:
         for start in range(0, n, batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             src, src_len = pad(values, offsets, idx, bos=False, eos=True)
             src_t = torch.from_numpy(src).to(device)
             src_len_t = torch.from_numpy(src_len)
-            max_len = (src_len_t.double() * max_length_ratio).long() + 10
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=src_t.is_cuda):
+            max_len = max_output_length(src_len_t, max_length_ratio)
+            with autocast(src_t.device):
                 if beam > 1:
                     out, sc = beam_search(model, src_t, src_len_t, max_len, beam, length_penalty)
                 else:

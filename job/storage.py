@@ -1,4 +1,5 @@
-"""Files in the run directory, which may be a local path or a URI (s3://, gs://) that pyarrow reaches.
+"""Files in the run directory, which may be a local path or a URI (s3://, gs://) that pyarrow
+reaches.
 
 Local writes go to a temporary name first and are renamed into place, so a reader never sees a
 half-written file.
@@ -75,8 +76,8 @@ def open_output(path: str):
     parent = p.rsplit("/", 1)[0]
     if parent:
         fs.create_dir(parent, recursive=True)
+    tmp = f"{p}.tmp-{uuid.uuid4().hex[:8]}"
     if not is_uri(path):
-        tmp = f"{p}.tmp-{uuid.uuid4().hex[:8]}"
         try:
             with open(tmp, "wb") as f:
                 yield f
@@ -85,9 +86,15 @@ def open_output(path: str):
             if os.path.exists(tmp):
                 os.remove(tmp)
         return
-    # Object stores publish an object only when its upload completes.
-    with fs.open_output_stream(p) as f:
-        yield f
+    # pyarrow closes (and so publishes) an object-store upload even when the block raised: write
+    # aside, then move it into place (a copy on object stores), so a reader never sees half of it.
+    try:
+        with fs.open_output_stream(tmp) as f:
+            yield f
+        fs.move(tmp, p)
+    finally:
+        if fs.get_file_info(tmp).type != pafs.FileType.NotFound:
+            fs.delete_file(tmp)
 
 
 def write_bytes(path: str, data: bytes) -> None:

@@ -12,14 +12,18 @@ import json
 import os
 from abc import ABC, abstractmethod
 from collections import Counter
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import sentencepiece as spm
 
+from job import storage
 from job.config import VocabConfig
+from job.errors import VocabError
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 SPECIALS = ["<pad>", "<unk>", "<s>", "</s>"]
+VOCAB_DIR = "vocab"  # a vocabulary's directory in a run directory and in a checkpoint
+META_FILE, SPM_FILE = "vocab.json", "spm.model"
 
 
 class Vocabulary(ABC):
@@ -30,63 +34,65 @@ class Vocabulary(ABC):
 
     @property
     @abstractmethod
-    def src_size(self) -> int:
-        ...
+    def src_size(self) -> int: ...
 
     @property
     @abstractmethod
-    def tgt_size(self) -> int:
-        ...
+    def tgt_size(self) -> int: ...
 
     @abstractmethod
-    def encode_src(self, sentences: list[str]) -> list[list[int]]:
-        ...
+    def encode_src(self, sentences: list[str]) -> list[list[int]]: ...
 
     @abstractmethod
-    def encode_tgt(self, sentences: list[str]) -> list[list[int]]:
-        ...
+    def encode_tgt(self, sentences: list[str]) -> list[list[int]]: ...
 
     @abstractmethod
-    def decode_tgt(self, ids: list[list[int]]) -> list[str]:
-        ...
+    def decode_tgt(self, ids: list[list[int]]) -> list[str]: ...
 
     @abstractmethod
-    def src_tokens(self, sentence: str) -> list[str]:
-        ...
+    def src_tokens(self, sentence: str) -> list[str]: ...
 
     @abstractmethod
-    def tgt_tokens(self, ids: list[int]) -> list[str]:
-        ...
+    def tgt_tokens(self, ids: list[int]) -> list[str]: ...
 
     @abstractmethod
-    def to_files(self) -> dict[str, bytes]:
-        ...
+    def to_files(self) -> dict[str, bytes]: ...
 
     def save(self, directory: str) -> None:
-        os.makedirs(directory, exist_ok=True)
+        """Write the vocabulary's files into `directory` (a local path or a URI)."""
         for name, data in self.to_files().items():
-            with open(os.path.join(directory, name), "wb") as f:
-                f.write(data)
+            storage.write_bytes(storage.join(str(directory), name), data)
 
     @staticmethod
-    def from_files(files: dict[str, bytes]) -> "Vocabulary":
-        meta = json.loads(files["vocab.json"])
-        if meta["type"] == "sentencepiece":
-            return SentencePieceVocab(files["spm.model"])
-        if meta["type"] == "word":
+    def from_files(files: dict[str, bytes]) -> Vocabulary:
+        try:
+            meta = json.loads(files[META_FILE])
+        except (KeyError, ValueError):
+            raise VocabError(f"{META_FILE} is missing or is not JSON") from None
+        kind = meta.get("type") if isinstance(meta, dict) else None
+        if kind == "sentencepiece":
+            if SPM_FILE not in files:
+                raise VocabError(f"a sentencepiece vocabulary needs {SPM_FILE} next to {META_FILE}")
+            return SentencePieceVocab(files[SPM_FILE])
+        if (
+            kind == "word"
+            and isinstance(meta.get("src"), list)
+            and isinstance(meta.get("tgt"), list)
+        ):
             return WordVocab(meta["src"], meta["tgt"])
-        raise ValueError(f"unknown vocabulary type {meta['type']!r} in vocab.json")
+        raise VocabError(f"{META_FILE}: not a vocabulary this job wrote (type {kind!r})")
 
     @staticmethod
-    def load(directory: str) -> "Vocabulary":
+    def load(directory: str) -> Vocabulary:
+        """Read a vocabulary saved with `save` (a local path or a URI)."""
+        directory = str(directory)
         files = {}
-        for name in ("vocab.json", "spm.model"):
-            path = os.path.join(directory, name)
-            if os.path.exists(path):
-                with open(path, "rb") as f:
-                    files[name] = f.read()
-        if "vocab.json" not in files:
-            raise FileNotFoundError(f"no vocab.json in {directory}")
+        for name in (META_FILE, SPM_FILE):
+            path = storage.join(directory, name)
+            if storage.exists(path):
+                files[name] = storage.read_bytes(path)
+        if META_FILE not in files:
+            raise VocabError(f"no vocabulary in {directory}: {META_FILE} not found")
         return Vocabulary.from_files(files)
 
 
@@ -96,10 +102,15 @@ class SentencePieceVocab(Vocabulary):
 
     def __init__(self, model_proto: bytes):
         self.model_proto = model_proto
-        self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
+        try:
+            self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
+        except RuntimeError as exc:
+            raise VocabError(f"{SPM_FILE} is not a SentencePiece model ({exc})") from None
         ids = (self.sp.pad_id(), self.sp.unk_id(), self.sp.bos_id(), self.sp.eos_id())
         if ids != (PAD, UNK, BOS, EOS):
-            raise ValueError(f"SentencePiece model has special ids {ids}, expected {(PAD, UNK, BOS, EOS)}")
+            raise VocabError(
+                f"SentencePiece model has special ids {ids}, expected {(PAD, UNK, BOS, EOS)}"
+            )
 
     @property
     def src_size(self) -> int:
@@ -123,7 +134,7 @@ class SentencePieceVocab(Vocabulary):
 
     def to_files(self):
         meta = {"type": self.kind, "size": self.src_size}
-        return {"vocab.json": json.dumps(meta).encode(), "spm.model": self.model_proto}
+        return {META_FILE: json.dumps(meta).encode(), SPM_FILE: self.model_proto}
 
 
 class WordVocab(Vocabulary):
@@ -135,7 +146,7 @@ class WordVocab(Vocabulary):
     def __init__(self, src_words: list[str], tgt_words: list[str]):
         for side, words in (("src", src_words), ("tgt", tgt_words)):
             if words[: len(SPECIALS)] != SPECIALS:
-                raise ValueError(f"word vocabulary {side} side must start with {SPECIALS}")
+                raise VocabError(f"word vocabulary {side} side must start with {SPECIALS}")
         self.src_words, self.tgt_words = src_words, tgt_words
         self.src_index = {w: i for i, w in enumerate(src_words)}
         self.tgt_index = {w: i for i, w in enumerate(tgt_words)}
@@ -168,7 +179,7 @@ class WordVocab(Vocabulary):
 
     def to_files(self):
         meta = {"type": self.kind, "src": self.src_words, "tgt": self.tgt_words}
-        return {"vocab.json": json.dumps(meta, ensure_ascii=False).encode()}
+        return {META_FILE: json.dumps(meta, ensure_ascii=False).encode()}
 
 
 def build_vocab(cfg: VocabConfig, pairs: Iterable[tuple[list[str], list[str]]]) -> Vocabulary:
@@ -187,7 +198,9 @@ def _build_words(cfg: VocabConfig, pairs) -> WordVocab:
             tgt.update(t.split())
 
     def top(counter: Counter) -> list[str]:
-        words = [w for w, c in counter.most_common() if c >= cfg.min_frequency and w not in SPECIALS]
+        words = [
+            w for w, c in counter.most_common() if c >= cfg.min_frequency and w not in SPECIALS
+        ]
         return SPECIALS + words[: cfg.vocab_size]
 
     return WordVocab(top(src), top(tgt))
@@ -213,12 +226,18 @@ def _build_sentencepiece(cfg: VocabConfig, pairs) -> SentencePieceVocab:
             # byte-exact so detokenised output compares with raw references.
             normalization_rule_name="identity",
             byte_fallback=True,
-            pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS,
+            pad_id=PAD,
+            unk_id=UNK,
+            bos_id=BOS,
+            eos_id=EOS,
             max_sentence_length=1 << 16,
             num_threads=os.cpu_count() or 1,
             minloglevel=2,
             hard_vocab_limit=False,
         )
     except RuntimeError as exc:
-        raise ValueError(f"could not build the SentencePiece vocabulary (vocab.vocab_size={cfg.vocab_size}): {exc}") from None
+        raise VocabError(
+            "could not build the SentencePiece vocabulary with "
+            f"vocab.vocab_size={cfg.vocab_size}: {exc}"
+        ) from None
     return SentencePieceVocab(model.getvalue())

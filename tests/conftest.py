@@ -14,7 +14,7 @@ def ray_cluster():
     """One real local Ray cluster shared by the integration tests of a session."""
     import ray
 
-    from job.pipeline import init_ray
+    from job.runtime import init_ray
 
     os.environ.pop("RAY_ADDRESS", None)
     init_ray()
@@ -40,3 +40,29 @@ def tiny_overrides(tmp_path, **extra) -> list[str]:
     }
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]
+
+
+# Rows nobody cleaned, appended to the tiny training corpus of `tiny_run`: each is counted and
+# set aside with its reason, and training goes on.
+MESSY_ROWS = b'one,two\n"never closed,x,y\nbad\xff,byte,z\n,empty source,z\nsource,target,origin\n'
+MESSY_REASONS = {
+    "wrong_field_count": 1,
+    "unterminated_quote": 1,
+    "invalid_utf8": 1,
+    "empty_source": 1,
+    "duplicate_header": 1,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_run(ray_cluster, tmp_path_factory):
+    """One trained tiny run (2 DDP workers, 2 epochs) shared by the tests that need a trained
+    checkpoint: returns its config and the train command's summary."""
+    from job.config import load_config
+    from job.pipeline import run_train
+
+    tmp = tmp_path_factory.mktemp("tiny")
+    train = tmp / "train.csv"
+    train.write_bytes((DATA / "tiny_train.csv").read_bytes() + MESSY_ROWS)
+    cfg = load_config(None, tiny_overrides(tmp, **{"data.train": str(train)}))
+    return cfg, run_train(cfg)

@@ -7,10 +7,12 @@ import io
 
 import pytest
 
-from conftest import tiny_overrides
 from job.config import load_config
-from job.data import DataError, classify, write_rejects
+from job.data import classify, write_rejects
+from job.errors import DataError
 from job.reader import lines_of, parse_records
+
+from conftest import tiny_overrides
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +42,10 @@ def test_wrong_number_of_fields(ray_cluster, tmp_path):
     assert split.counts == {"ok": 2, "wrong_field_count": 2}
     assert ok_pairs(split) == [("a", "b"), ("f", "g")]
     bad = rejects(tmp_path, split)
-    assert [(r["reason"], r["line"], r["raw"]) for r in bad] == [("wrong_field_count", "3", "c,d,e"), ("wrong_field_count", "4", "lonely")]
+    assert [(r["reason"], r["line"], r["raw"]) for r in bad] == [
+        ("wrong_field_count", "3", "c,d,e"),
+        ("wrong_field_count", "4", "lonely"),
+    ]
     assert all(r["file"].endswith("c.csv") for r in bad)
 
 
@@ -57,9 +62,17 @@ def test_unterminated_quote_on_the_last_line(ray_cluster, tmp_path):
 
 
 def test_quoted_fields_with_commas_and_newlines_are_fine(ray_cluster, tmp_path):
-    split = read(tmp_path, HEADER + b'"Save, then quit","Enregistrer, puis quitter"\n"two\nlines",deux\n"say ""hi""",dis\n')
+    split = read(
+        tmp_path,
+        HEADER
+        + b'"Save, then quit","Enregistrer, puis quitter"\n"two\nlines",deux\n"say ""hi""",dis\n',
+    )
     assert split.counts == {"ok": 3}
-    assert ok_pairs(split) == [("Save, then quit", "Enregistrer, puis quitter"), ("two lines", "deux"), ('say "hi"', "dis")]
+    assert ok_pairs(split) == [
+        ("Save, then quit", "Enregistrer, puis quitter"),
+        ("two lines", "deux"),
+        ('say "hi"', "dis"),
+    ]
 
 
 def test_quote_inside_a_field_is_malformed(ray_cluster, tmp_path):
@@ -74,7 +87,10 @@ def test_invalid_utf8_row_is_rejected_and_shown_escaped(ray_cluster, tmp_path):
 
 
 def test_byte_order_mark_and_crlf(ray_cluster, tmp_path):
-    split = read(tmp_path, b"\xef\xbb\xbf" + HEADER.replace(b"\n", b"\r\n") + b"Open,Ouvrir\r\nClose,Fermer\r\n")
+    split = read(
+        tmp_path,
+        b"\xef\xbb\xbf" + HEADER.replace(b"\n", b"\r\n") + b"Open,Ouvrir\r\nClose,Fermer\r\n",
+    )
     assert split.counts == {"ok": 2}
     assert ok_pairs(split) == [("Open", "Ouvrir"), ("Close", "Fermer")]
 
@@ -112,10 +128,23 @@ def test_tsv_and_gzip(ray_cluster, tmp_path):
 
 
 def test_every_case_in_one_file(ray_cluster, tmp_path):
-    content = (b"\xef\xbb\xbf" + HEADER + b"a,b\r\nc,d,e\n\"open,x\nbad\xff,y\n" + HEADER + b"\n,empty\n42,true\ng,h\n")
+    content = (
+        b"\xef\xbb\xbf"
+        + HEADER
+        + b'a,b\r\nc,d,e\n"open,x\nbad\xff,y\n'
+        + HEADER
+        + b"\n,empty\n42,true\ng,h\n"
+    )
     split = read(tmp_path, content)
-    assert split.counts == {"ok": 3, "wrong_field_count": 1, "unterminated_quote": 1, "invalid_utf8": 1,
-                            "duplicate_header": 1, "blank_line": 1, "empty_source": 1}
+    assert split.counts == {
+        "ok": 3,
+        "wrong_field_count": 1,
+        "unterminated_quote": 1,
+        "invalid_utf8": 1,
+        "duplicate_header": 1,
+        "blank_line": 1,
+        "empty_source": 1,
+    }
     assert split.read == 9 == content.count(b"\n") - 1
     assert sorted(int(r["line"]) for r in rejects(tmp_path, split)) == [3, 4, 5, 6, 7, 8]
 
@@ -125,7 +154,10 @@ def test_header_errors_are_clear(ray_cluster, tmp_path):
     with pytest.raises(DataError, match=r"blank\.csv: no header line"):
         classify(str(tmp_path / "blank.csv"), "train", "source", "target")
     (tmp_path / "one.csv").write_bytes(b"source\nx\n")
-    with pytest.raises(DataError, match=r"one\.csv: column\(s\) \['target'\] not found; the file has columns \['source'\]"):
+    with pytest.raises(
+        DataError,
+        match=r"one\.csv: column\(s\) \['target'\] not found; the file has columns \['source'\]",
+    ):
         classify(str(tmp_path / "one.csv"), "train", "source", "target")
 
 
@@ -134,8 +166,15 @@ def test_no_usable_rows_fails_before_training(ray_cluster, tmp_path):
 
     bad = tmp_path / "bad.csv"
     bad.write_bytes(HEADER + b",x\nonly one field\n")
-    cfg = load_config(None, tiny_overrides(tmp_path, **{"data.train": str(bad), "data.valid": "null", "data.test": "null"}))
-    with pytest.raises(DataError, match=r"bad\.csv: no usable training rows .*empty_source.*wrong_field_count"):
+    cfg = load_config(
+        None,
+        tiny_overrides(
+            tmp_path, **{"data.train": str(bad), "data.valid": "null", "data.test": "null"}
+        ),
+    )
+    with pytest.raises(
+        DataError, match=r"bad\.csv: no usable training rows .*empty_source.*wrong_field_count"
+    ):
         prepare_data(cfg, None)
 
 

@@ -7,7 +7,9 @@ from job.vocab import BOS, EOS, PAD
 def flat(lists):
     offs = np.zeros(len(lists) + 1, np.int64)
     np.cumsum([len(x) for x in lists], out=offs[1:])
-    vals = np.concatenate([np.asarray(x, np.int64) for x in lists]) if lists else np.zeros(0, np.int64)
+    vals = (
+        np.concatenate([np.asarray(x, np.int64) for x in lists]) if lists else np.zeros(0, np.int64)
+    )
     return vals, offs
 
 
@@ -45,19 +47,29 @@ def test_length_bucketing_keeps_padding_small():
 def _rank_costs(rank: int, n_rows: int) -> np.ndarray:
     """Batch costs of one DDP rank's shard: its own rows, the same length distribution."""
     rng = np.random.default_rng([5, rank])
-    src = np.clip(rng.lognormal(2.2, 0.6, n_rows), 1, 120).astype(int)  # sentence lengths: skewed, long tail
+    src = np.clip(rng.lognormal(2.2, 0.6, n_rows), 1, 120).astype(
+        int
+    )  # sentence lengths: skewed, long tail
     tgt = np.clip(src * rng.uniform(0.8, 1.4, n_rows), 1, 120).astype(int)
     return np.array([batch_cost(src, tgt, b) for b in bucket(src, tgt, 2000, rng)], dtype=float)
 
 
 def test_cost_matched_order_pairs_similar_batches_across_ranks():
-    costs = [_rank_costs(0, 20_000), _rank_costs(1, 20_400)]  # different shards, different batch counts
-    orders = [cost_matched_order(c, np.random.default_rng([9, 0]), np.random.default_rng([9, r])) for r, c in enumerate(costs)]
+    costs = [
+        _rank_costs(0, 20_000),
+        _rank_costs(1, 20_400),
+    ]  # different shards, different batch counts
+    orders = [
+        cost_matched_order(c, np.random.default_rng([9, 0]), np.random.default_rng([9, r]))
+        for r, c in enumerate(costs)
+    ]
     for c, o in zip(costs, orders):
         assert sorted(o.tolist()) == list(range(len(c)))  # a permutation: every batch once
     steps = min(map(len, orders))
     matched = [c[o][:steps] for c, o in zip(costs, orders)]
-    shuffled = [c[np.random.default_rng(r).permutation(len(c))][:steps] for r, c in enumerate(costs)]
+    shuffled = [
+        c[np.random.default_rng(r).permutation(len(c))][:steps] for r, c in enumerate(costs)
+    ]
 
     def waiting(pair):  # DDP: each step lasts as long as the costlier batch
         return np.maximum(*pair).sum() / np.mean(pair, axis=0).sum() - 1
@@ -65,11 +77,18 @@ def test_cost_matched_order_pairs_similar_batches_across_ranks():
     assert waiting(matched) < waiting(shuffled) / 3
     # Still a random order: not sorted by cost, and another epoch (shared seed) gives another one.
     assert abs(np.corrcoef(np.arange(steps), matched[0])[0, 1]) < 0.3
-    again = cost_matched_order(costs[0], np.random.default_rng([9, 1]), np.random.default_rng([9, 0]))
+    again = cost_matched_order(
+        costs[0], np.random.default_rng([9, 1]), np.random.default_rng([9, 0])
+    )
     assert not np.array_equal(again, orders[0])
 
 
 def test_cost_matched_order_small_and_empty():
-    assert cost_matched_order(np.zeros(0), np.random.default_rng(0), np.random.default_rng(0)).tolist() == []
-    out = cost_matched_order(np.array([3.0, 1.0, 2.0]), np.random.default_rng(0), np.random.default_rng(1))
+    assert (
+        cost_matched_order(np.zeros(0), np.random.default_rng(0), np.random.default_rng(0)).tolist()
+        == []
+    )
+    out = cost_matched_order(
+        np.array([3.0, 1.0, 2.0]), np.random.default_rng(0), np.random.default_rng(1)
+    )
     assert sorted(out.tolist()) == [0, 1, 2]

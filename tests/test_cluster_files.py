@@ -18,7 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "cluster"
 CONFIGS = ROOT / "configs"
 RAY_VERSION = importlib.metadata.version("ray")
-RAY_SCHEMA = Path(importlib.metadata.distribution("ray").locate_file("ray/autoscaler/ray-schema.json"))
+RAY_SCHEMA = Path(
+    importlib.metadata.distribution("ray").locate_file("ray/autoscaler/ray-schema.json")
+)
 TOKEN_FILE = "~/.ray/auth_token"
 
 
@@ -53,8 +55,12 @@ def _norm(name: str) -> str:
 
 def _check_image(image: str, where: str) -> None:
     repo, _, tag = image.partition(":")
-    assert repo == "rayproject/ray", f"{where}: {image!r} is not a rayproject/ray image (ray-ml images are frozen)"
-    assert tag.startswith(RAY_VERSION + "-"), f"{where}: {image!r} is not Ray {RAY_VERSION} (the version in requirements.lock)"
+    assert repo == "rayproject/ray", (
+        f"{where}: {image!r} is not a rayproject/ray image (ray-ml images are frozen)"
+    )
+    assert tag.startswith(RAY_VERSION + "-"), (
+        f"{where}: {image!r} is not Ray {RAY_VERSION} (the version in requirements.lock)"
+    )
     assert "py311" in tag.split("-"), f"{where}: {image!r} is not the Python 3.11 image"
 
 
@@ -75,6 +81,7 @@ def test_the_expected_files_exist():
 
 
 # ----------------------------------------------------------------------------- launcher configs
+
 
 @pytest.mark.parametrize("path", LAUNCHERS, ids=lambda p: p.name)
 def test_launcher_config_validates_against_rays_schema(path):
@@ -110,14 +117,25 @@ def _node_commands(cfg: dict, node_type: str) -> list[str]:
 @pytest.mark.parametrize("path", LAUNCHERS, ids=lambda p: p.name)
 def test_every_node_installs_requirements_lock_from_the_synced_repo(path):
     cfg = _load(path)
-    repo_mounts = [remote for remote, local in cfg.get("file_mounts", {}).items() if local.rstrip("/") in (".", "")]
+    repo_mounts = [
+        remote
+        for remote, local in cfg.get("file_mounts", {}).items()
+        if local.rstrip("/") in (".", "")
+    ]
     assert repo_mounts, f"{path.name}: file_mounts must sync the repository ('.') to the nodes"
     for node_type in cfg["available_node_types"]:
-        installs = [c for c in _node_commands(cfg, node_type)
-                    if re.search(r"\bpip install\b.*-r\s+requirements\.lock\b", c)]
-        assert installs, f"{path.name}: node type {node_type} never runs pip install -r requirements.lock"
-        assert any(f"cd {m}" in c for c in installs for m in repo_mounts), \
-            f"{path.name}: {node_type} installs requirements.lock outside the synced repository {repo_mounts}"
+        installs = [
+            c
+            for c in _node_commands(cfg, node_type)
+            if re.search(r"\bpip install\b.*-r\s+requirements\.lock\b", c)
+        ]
+        assert installs, (
+            f"{path.name}: node type {node_type} never runs pip install -r requirements.lock"
+        )
+        assert any(f"cd {m}" in c for c in installs for m in repo_mounts), (
+            f"{path.name}: {node_type} installs requirements.lock "
+            f"outside the synced repository {repo_mounts}"
+        )
 
 
 @pytest.mark.parametrize("path", LAUNCHERS, ids=lambda p: p.name)
@@ -127,9 +145,12 @@ def test_launcher_keeps_token_authentication_on(path):
         starts = [c for c in cfg[key] if "ray start" in c]
         assert starts, f"{path.name}: {key} has no `ray start`"
         for c in starts:
-            assert re.search(r"RAY_AUTH_MODE=token\s+ray start", c), f"{path.name}: {key} starts Ray without RAY_AUTH_MODE=token"
-    assert cfg.get("file_mounts", {}).get(TOKEN_FILE) == TOKEN_FILE, \
+            assert re.search(r"RAY_AUTH_MODE=token\s+ray start", c), (
+                f"{path.name}: {key} starts Ray without RAY_AUTH_MODE=token"
+            )
+    assert cfg.get("file_mounts", {}).get(TOKEN_FILE) == TOKEN_FILE, (
         f"{path.name}: the token ({TOKEN_FILE}) must be copied to every node"
+    )
 
 
 @pytest.mark.parametrize("path", LAUNCHERS, ids=lambda p: p.name)
@@ -141,27 +162,38 @@ def test_launcher_has_cpu_head_and_autoscaling_gpu_workers(path):
     gpu_types = {n: t for n, t in types.items() if t["resources"].get("GPU", 0) >= 1}
     assert gpu_types, f"{path.name}: no GPU worker node type"
     for name, t in gpu_types.items():
-        assert t.get("min_workers", 0) == 0 and t["max_workers"] >= 1, f"{path.name}: {name} should scale from 0"
+        assert t.get("min_workers", 0) == 0 and t["max_workers"] >= 1, (
+            f"{path.name}: {name} should scale from 0"
+        )
     assert cfg["max_workers"] >= max(t["max_workers"] for t in gpu_types.values())
 
 
 def _ray_train_capacity(nodes: list[tuple[int, float, float]], cpus_per_worker: float) -> int:
-    """Ray Train workers (1 GPU + cpus_per_worker CPUs each) that fit on (count, gpus, cpus) nodes."""
-    return sum(count * min(int(gpus), math.floor(cpus / cpus_per_worker)) for count, gpus, cpus in nodes)
+    """Ray Train workers (1 GPU + cpus_per_worker CPUs each) that fit on (count, gpus, cpus)
+    nodes."""
+    return sum(
+        count * min(int(gpus), math.floor(cpus / cpus_per_worker)) for count, gpus, cpus in nodes
+    )
 
 
 @pytest.mark.parametrize("path", LAUNCHERS, ids=lambda p: p.name)
 def test_gpu_configs_fit_the_launcher_cluster(path):
     cfg = _load(path)
-    nodes = [(t["max_workers"], t["resources"].get("GPU", 0), t["resources"].get("CPU", 0))
-             for name, t in cfg["available_node_types"].items() if name != cfg["head_node_type"]]
+    nodes = [
+        (t["max_workers"], t["resources"].get("GPU", 0), t["resources"].get("CPU", 0))
+        for name, t in cfg["available_node_types"].items()
+        if name != cfg["head_node_type"]
+    ]
     for cfg_path, run in _gpu_configs():
         capacity = _ray_train_capacity(nodes, run.scaling.cpus_per_worker)
-        assert capacity >= run.scaling.num_workers, \
-            f"{cfg_path.name} asks for {run.scaling.num_workers} GPU workers; {path.name} fits {capacity}"
+        assert capacity >= run.scaling.num_workers, (
+            f"{cfg_path.name} asks for {run.scaling.num_workers} GPU workers; "
+            f"{path.name} fits {capacity}"
+        )
 
 
 # ----------------------------------------------------------------------------- KubeRay RayJob
+
 
 @pytest.fixture(params=RAYJOBS, ids=lambda p: p.name)
 def rayjob(request):
@@ -176,7 +208,9 @@ def test_rayjob_manifest_shape(rayjob):
     cluster = spec["rayClusterSpec"]
     assert cluster["rayVersion"] == RAY_VERSION
     assert cluster["headGroupSpec"]["template"]["spec"]["containers"]
-    assert cluster["workerGroupSpecs"] and all(g["template"]["spec"]["containers"] for g in cluster["workerGroupSpecs"])
+    assert cluster["workerGroupSpecs"] and all(
+        g["template"]["spec"]["containers"] for g in cluster["workerGroupSpecs"]
+    )
 
 
 def test_rayjob_entrypoint_trains_then_translates_with_a_real_config(rayjob):
@@ -192,7 +226,9 @@ def test_rayjob_entrypoint_trains_then_translates_with_a_real_config(rayjob):
     # KubeRay pastes the entrypoint into a shell line after `ray job submit ... --`: it must be one
     # quoted command, or `&&`, `;` and `|` would run in the submitter pod instead of the job.
     words = shlex.split(entrypoint)
-    assert words[:2] == ["bash", "-c"] and len(words) == 3, "entrypoint must be a single bash -c '...' command"
+    assert words[:2] == ["bash", "-c"] and len(words) == 3, (
+        "entrypoint must be a single bash -c '...' command"
+    )
 
 
 def test_rayjob_runtime_env_and_pins_match_the_lock(rayjob):
@@ -206,7 +242,9 @@ def test_rayjob_runtime_env_and_pins_match_the_lock(rayjob):
     for p in packages:
         name, sep, version = p.partition("==")
         assert sep, f"runtime env package {p!r} is not pinned"
-        assert pins.get(_norm(name)) == version, f"{p} differs from requirements.lock ({pins.get(_norm(name))})"
+        assert pins.get(_norm(name)) == version, (
+            f"{p} differs from requirements.lock ({pins.get(_norm(name))})"
+        )
 
 
 def test_rayjob_images_gpus_and_token_auth(rayjob):
@@ -222,7 +260,9 @@ def test_rayjob_images_gpus_and_token_auth(rayjob):
             if int(limits.get("nvidia.com/gpu", 0)) >= 1:
                 gpu_groups += 1
     assert gpu_groups, "no worker group asks for nvidia.com/gpu"
-    assert cluster.get("authOptions", {}).get("mode") == "token", "token authentication must stay on"
+    assert cluster.get("authOptions", {}).get("mode") == "token", (
+        "token authentication must stay on"
+    )
 
 
 def _k8s_cpus(value) -> float:
@@ -235,12 +275,16 @@ def test_gpu_configs_fit_the_rayjob_cluster(rayjob):
     nodes = []
     for group in rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"]:
         limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
-        nodes.append((group["maxReplicas"], int(limits.get("nvidia.com/gpu", 0)), _k8s_cpus(limits["cpu"])))
+        nodes.append(
+            (group["maxReplicas"], int(limits.get("nvidia.com/gpu", 0)), _k8s_cpus(limits["cpu"]))
+        )
     for cfg_path, run in _gpu_configs():
         if cfg_path.relative_to(ROOT).as_posix() not in entrypoint:
             continue
         capacity = _ray_train_capacity(nodes, run.scaling.cpus_per_worker)
-        assert capacity >= run.scaling.num_workers, f"{cfg_path.name}: {run.scaling.num_workers} GPU workers, RayJob fits {capacity}"
+        assert capacity >= run.scaling.num_workers, (
+            f"{cfg_path.name}: {run.scaling.num_workers} GPU workers, RayJob fits {capacity}"
+        )
 
 
 # ----------------------------------------------------------------------------- no secrets, auth on
@@ -248,7 +292,9 @@ def test_gpu_configs_fit_the_rayjob_cluster(rayjob):
 SECRET_PATTERNS = {
     "token auth disabled": re.compile(r"RAY_AUTH_MODE\s*[=:]\s*['\"]?disabled", re.I),
     "AWS access key id": re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"),
-    "AWS secret access key": re.compile(r"aws_secret_access_key\s*[=:]\s*['\"]?[A-Za-z0-9/+=]{30,}", re.I),
+    "AWS secret access key": re.compile(
+        r"aws_secret_access_key\s*[=:]\s*['\"]?[A-Za-z0-9/+=]{30,}", re.I
+    ),
     "private key": re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
     "service account key": re.compile(r"\"private_key(_id)?\"\s*:"),
     "literal Ray token": re.compile(r"RAY_AUTH_TOKEN\s*[=:]\s*['\"]?[A-Za-z0-9+/_\-]{16,}"),
@@ -272,7 +318,9 @@ def test_secret_patterns_catch_what_they_should():
     }
     for name, text in samples.items():
         assert name in _secrets_in(text), name
-    assert not _secrets_in("export RAY_AUTH_TOKEN=$(ray get-auth-token)\nRAY_AUTH_MODE=token ray start --head")
+    assert not _secrets_in(
+        "export RAY_AUTH_TOKEN=$(ray get-auth-token)\nRAY_AUTH_MODE=token ray start --head"
+    )
 
 
 @pytest.mark.parametrize("path", TEXT_FILES, ids=lambda p: p.relative_to(ROOT).as_posix())
@@ -283,6 +331,7 @@ def test_no_secrets_and_no_disabled_auth(path):
 
 # ----------------------------------------------------------------------------- run configs
 
+
 @pytest.mark.parametrize("path", CONFIG_YAMLS, ids=lambda p: p.name)
 def test_every_run_config_loads(path):
     cfg = load_config(path)
@@ -291,7 +340,11 @@ def test_every_run_config_loads(path):
 
 def test_gpu_configs_use_storage_every_node_reaches():
     for path, cfg in _gpu_configs():
-        assert "://" in cfg.storage_path, f"{path.name}: a multi-node run needs s3://, gs:// (or NFS) storage_path"
+        assert "://" in cfg.storage_path, (
+            f"{path.name}: a multi-node run needs s3://, gs:// (or NFS) storage_path"
+        )
         for split in ("train", "valid", "test"):
             value = getattr(cfg.data, split)
-            assert value is None or "://" in value, f"{path.name}: data.{split} must be readable from every node"
+            assert value is None or "://" in value, (
+                f"{path.name}: data.{split} must be readable from every node"
+            )

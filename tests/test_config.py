@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from job.config import Config, ConfigError, diff_configs, load_config
+from job.config import Config, ConfigError, load_config
+from job.pipeline import diff_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +26,10 @@ def test_every_config_file_loads():
 
 
 def test_set_overrides_several_pairs_with_yaml_types():
-    cfg = load_config(None, ["train.lr=5e-4", "scaling.num_workers=1", "model.bidirectional=false", "data.valid=null"])
+    cfg = load_config(
+        None,
+        ["train.lr=5e-4", "scaling.num_workers=1", "model.bidirectional=false", "data.valid=null"],
+    )
     assert cfg.train.lr == 5e-4 and cfg.scaling.num_workers == 1
     assert cfg.model.bidirectional is False and cfg.data.valid is None
 
@@ -49,7 +53,7 @@ def test_bad_value_names_key_value_and_source():
 def test_unknown_section_and_malformed_pair():
     with pytest.raises(ConfigError, match="trian"):
         load_config(None, ["trian.lr=1"])
-    with pytest.raises(ConfigError, match="section.key=value"):
+    with pytest.raises(ConfigError, match=r"section\.key=value"):
         load_config(None, ["train.lr"])
 
 
@@ -92,5 +96,7 @@ def test_elastic_workers_range():
     assert cfg.scaling.ray_num_workers() == (1, 4) and cfg.scaling.max_workers == 4
     assert load_config(None, ["scaling.num_workers=3"]).scaling.ray_num_workers() == 3
     for bad in ("[4, 1]", "[0, 2]", "[1, 2, 3]", "0"):
-        with pytest.raises(ConfigError, match=r"scaling\.num_workers.*min <= max|scaling\.num_workers.*>= 1"):
+        with pytest.raises(
+            ConfigError, match=r"scaling\.num_workers.*min <= max|scaling\.num_workers.*>= 1"
+        ):
             load_config(None, [f"scaling.num_workers={bad}"])

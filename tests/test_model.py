@@ -1,9 +1,8 @@
-import torch
-
-from job.config import ModelConfig
 import pytest
+import torch
 import torch.nn.functional as F
 
+from job.config import ModelConfig
 from job.model import LOSS_CHUNK_ROWS, Dropout, build_model, count_parameters, linear_cross_entropy
 from job.vocab import BOS, EOS, PAD
 
@@ -36,7 +35,7 @@ def model(**kw):
 def test_feature_shapes_and_bidirectional_state():
     m = model(num_layers=2)
     src, src_len, tgt_in, _ = batch()
-    enc_out, (h, c), keys, mask = m.encode(src, src_len)
+    enc_out, (h, c), _keys, mask = m.encode(src, src_len)
     assert enc_out.shape == (2, 5, 24)  # bidirectional: 2 x 12
     assert h.shape == c.shape == (2, 2, 24)
     assert mask.tolist()[1] == [True, True, True, False, False]
@@ -45,7 +44,7 @@ def test_feature_shapes_and_bidirectional_state():
 
 def test_encoder_ignores_padding_content():
     m = model()
-    src, src_len, tgt_in, tgt_out = batch()
+    src, src_len, tgt_in, _tgt_out = batch()
     other = src.clone()
     other[1, 3:] = 7  # garbage where the mask says padding (lengths unchanged)
     a = m.features(src, src_len, tgt_in)
@@ -82,7 +81,9 @@ def test_teacher_forcing_one_matches_per_step_loop():
     m = model()
     src, src_len, tgt_in, _ = batch()
     fast = m.features(src, src_len, tgt_in, teacher_forcing_ratio=1.0)
-    slow = m.features(src, src_len, tgt_in, teacher_forcing_ratio=0.999999)  # per-step path, always forced
+    slow = m.features(
+        src, src_len, tgt_in, teacher_forcing_ratio=0.999999
+    )  # per-step path, always forced
     assert torch.allclose(fast, slow, atol=1e-5)
 
 
@@ -129,7 +130,9 @@ def test_chunked_linear_cross_entropy_matches_torch(smoothing, n):
     w = (torch.randn(v, d, generator=g) * 0.3).requires_grad_()
     b = torch.randn(v, generator=g).requires_grad_()
     target = torch.randint(0, 5, (n,), generator=g)  # few classes: many repeats
-    expected = F.cross_entropy(F.linear(x, w, b), target, reduction="sum", label_smoothing=smoothing)
+    expected = F.cross_entropy(
+        F.linear(x, w, b), target, reduction="sum", label_smoothing=smoothing
+    )
     (expected * 0.5).backward()
     want = [t.grad.clone() for t in (x, w, b)]
     for t in (x, w, b):
@@ -153,7 +156,9 @@ def test_tied_output_layer_gradient_reaches_the_embedding():
     # reference: the same loss through torch's own output layer and loss
     feats = m.features(src, src_len, tgt_in)
     mask = tgt_out != PAD
-    F.cross_entropy(m.decoder.out(feats[mask]), tgt_out[mask], reduction="sum", label_smoothing=0.1).backward()
+    F.cross_entropy(
+        m.decoder.out(feats[mask]), tgt_out[mask], reduction="sum", label_smoothing=0.1
+    ).backward()
     assert torch.allclose(grad, m.decoder.embed.weight.grad, atol=1e-5)
 
 

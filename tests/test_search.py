@@ -11,7 +11,9 @@ def test_greedy_respects_max_len_and_batches_match_single_sentences():
     m = build_model(ModelConfig(embedding_dim=16, hidden_size=16), 30, 30).eval()
     sources = [[5, 6, 7, 8], [9, 10], [11, 12, 13], [14]]
     batched = decode_ids(m, sources, batch_size=4, max_src_len=64, max_length_ratio=1.0)
-    single = [decode_ids(m, [s], batch_size=1, max_src_len=64, max_length_ratio=1.0) for s in sources]
+    single = [
+        decode_ids(m, [s], batch_size=1, max_src_len=64, max_length_ratio=1.0) for s in sources
+    ]
     assert batched.ids == [s.ids[0] for s in single]
     for a, s in zip(batched.scores, single):
         assert abs(a - s.scores[0]) < 1e-4
@@ -23,7 +25,9 @@ def test_greedy_respects_max_len_and_batches_match_single_sentences():
 def test_long_sources_are_truncated_and_flagged():
     torch.manual_seed(0)
     m = build_model(ModelConfig(embedding_dim=16, hidden_size=16), 30, 30).eval()
-    out = decode_ids(m, [list(range(4, 30)) * 4, [5]], batch_size=8, max_src_len=16, max_length_ratio=2.0)
+    out = decode_ids(
+        m, [list(range(4, 30)) * 4, [5]], batch_size=8, max_src_len=16, max_length_ratio=2.0
+    )
     assert out.truncated == [True, False]
 
 
@@ -33,8 +37,8 @@ def test_greedy_score_is_sum_of_token_log_probs():
     src = torch.tensor([[5, 6, 7, EOS]])
     tokens, score, attn = greedy(m, src, torch.tensor([4]), torch.tensor([6]))
     out = tokens[0][tokens[0] != PAD].tolist()
-    tgt_in = torch.tensor([[2] + out])
-    tgt_out = torch.tensor([out + [EOS]])
+    tgt_in = torch.tensor([[2, *out]])
+    tgt_out = torch.tensor([[*out, EOS]])
     loss, _ = m(src, torch.tensor([4]), tgt_in, tgt_out)
     assert abs(-loss.item() - score.item()) < 1e-3
     assert attn.shape[0] == 1 and attn.shape[2] == 4
@@ -46,8 +50,9 @@ def _model(seed=0):
 
 
 def _batch(sources):
-    from job.batching import pad
     import numpy as np
+
+    from job.batching import pad
 
     lens = np.array([len(s) for s in sources])
     offs = np.concatenate([[0], np.cumsum(lens)])
@@ -69,7 +74,10 @@ def test_beam_one_is_exactly_greedy():
         g_tok, g_score, _ = greedy(m, src, src_len, max_len)
         b_tok, b_score = beam_search(m, src, src_len, max_len, beam=1)
         width = max(g_tok.size(1), b_tok.size(1))
-        padded = lambda t: torch.nn.functional.pad(t, (0, width - t.size(1)), value=PAD)  # noqa: E731
+
+        def padded(t, width=width):
+            return torch.nn.functional.pad(t, (0, width - t.size(1)), value=PAD)
+
         assert torch.equal(padded(g_tok), padded(b_tok))
         assert torch.allclose(g_score, b_score, atol=1e-5)
 
@@ -83,12 +91,12 @@ def test_beam_batched_equals_one_by_one_and_scores_are_log_probs():
     toks, scores = beam_search(m, src, src_len, max_len, beam=4)
     for i, s in enumerate(SOURCES):
         one_src, one_len = _batch([s])
-        t1, s1 = beam_search(m, one_src, one_len, max_len[i:i + 1], beam=4)
+        t1, s1 = beam_search(m, one_src, one_len, max_len[i : i + 1], beam=4)
         a = toks[i][toks[i] != PAD].tolist()
         assert a == t1[0][t1[0] != PAD].tolist()
         assert abs(scores[i].item() - s1.item()) < 1e-4
         assert len(a) <= max_len[i].item()
-        loss, _ = m(one_src, one_len, torch.tensor([[2] + a]), torch.tensor([a + [EOS]]))
+        loss, _ = m(one_src, one_len, torch.tensor([[2, *a]]), torch.tensor([[*a, EOS]]))
         assert abs(-loss.item() - scores[i].item()) < 1e-3
 
 

@@ -7,6 +7,7 @@ the shared storage path, the translation has one row per input row. The cluster 
 afterwards, also when the test fails (only the processes of this cluster: its own temp dir).
 """
 
+import contextlib
 import csv
 import json
 import os
@@ -34,9 +35,19 @@ def free_port() -> int:
 
 
 def ray_cli(*args, env, timeout=300, check=True):
-    proc = subprocess.run([str(BIN / "ray"), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [str(BIN / "ray"), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"ray {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise AssertionError(
+            f"ray {' '.join(args)} failed ({proc.returncode}):\n"
+            f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
     return proc
 
 
@@ -49,14 +60,12 @@ def kill_cluster(temp_dir: str) -> None:
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
         try:
-            cmd = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
         except OSError:
             continue
         if temp_dir in cmd or any(f.startswith(temp_dir) for f in _open_files(pid)):
-            try:
+            with contextlib.suppress(OSError):
                 os.kill(int(pid), signal.SIGKILL)
-            except OSError:
-                pass
 
 
 def _open_files(pid: str) -> list[str]:
@@ -66,10 +75,8 @@ def _open_files(pid: str) -> list[str]:
     except OSError:
         return files
     for fd in fds:
-        try:
+        with contextlib.suppress(OSError):
             files.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
-        except OSError:
-            pass
     return files
 
 
@@ -78,7 +85,7 @@ def raylet_pids() -> set[int]:
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:
-                exe = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[0]
+                exe = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
             except OSError:
                 continue
             if exe.endswith(b"/raylet"):
@@ -94,23 +101,44 @@ class Cluster:
         home = tmp_path / "home"
         home.mkdir()
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-        env.update(HOME=str(home), PATH=f"{BIN}:{env.get('PATH', '')}", RAY_AUTH_MODE="token", PYTHONUNBUFFERED="1")
+        env.update(
+            HOME=str(home),
+            PATH=f"{BIN}:{env.get('PATH', '')}",
+            RAY_AUTH_MODE="token",
+            PYTHONUNBUFFERED="1",
+        )
         token = ray_cli("get-auth-token", "--generate", env=env).stdout.strip().splitlines()[-1]
         assert (home / ".ray" / "auth_token").exists()
         env["RAY_AUTH_TOKEN"] = token
         self.env, self.gcs, dash = env, free_port(), free_port()
         # Fixed default ports (the dashboard agent's 52365, the client server's 10001) would clash
         # with another Ray instance on this machine, e.g. the suite's embedded cluster.
-        ray_cli("start", "--head", f"--port={self.gcs}", "--num-cpus=1", "--include-dashboard=true",
-                f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", f"--temp-dir={self.temp_dir}",
-                f"--dashboard-agent-listen-port={free_port()}", f"--ray-client-server-port={free_port()}", env=env)
+        ray_cli(
+            "start",
+            "--head",
+            f"--port={self.gcs}",
+            "--num-cpus=1",
+            "--include-dashboard=true",
+            f"--dashboard-port={dash}",
+            "--dashboard-host=127.0.0.1",
+            f"--temp-dir={self.temp_dir}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--ray-client-server-port={free_port()}",
+            env=env,
+        )
         self.env["RAY_ADDRESS"] = f"http://127.0.0.1:{dash}"
         self.nodes = 1
 
     def add_node(self) -> int:
         """Start one more 1-CPU node; returns its raylet's pid once the cluster lists it."""
         before = raylet_pids()
-        ray_cli("start", f"--address=127.0.0.1:{self.gcs}", "--num-cpus=1", f"--dashboard-agent-listen-port={free_port()}", env=self.env)
+        ray_cli(
+            "start",
+            f"--address=127.0.0.1:{self.gcs}",
+            "--num-cpus=1",
+            f"--dashboard-agent-listen-port={free_port()}",
+            env=self.env,
+        )
         self.nodes += 1
         self.wait_for_nodes(self.nodes)
         new = raylet_pids() - before
@@ -120,7 +148,9 @@ class Cluster:
     def wait_for_nodes(self, n: int, timeout: float = 60) -> None:
         deadline = time.time() + timeout
         while time.time() < deadline:
-            status = ray_cli("status", f"--address=127.0.0.1:{self.gcs}", env=self.env, check=False).stdout
+            status = ray_cli(
+                "status", f"--address=127.0.0.1:{self.gcs}", env=self.env, check=False
+            ).stdout
             active = status.split("Pending:")[0] if "Pending:" in status else status
             if active.count("node_") >= n:
                 return
@@ -128,16 +158,18 @@ class Cluster:
 
     def kill_node(self, raylet_pid: int) -> None:
         """SIGKILL a node's raylet and every process it started (its workers die with it)."""
-        children = [int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == raylet_pid]
+        children = [
+            int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == raylet_pid
+        ]
         for pid in [raylet_pid, *children]:
-            try:
+            with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
         self.nodes -= 1
 
     def stop(self) -> None:
-        kill_cluster(self.temp_dir)  # not `ray stop`: that would stop every Ray cluster on the machine
+        kill_cluster(
+            self.temp_dir
+        )  # not `ray stop`: that would stop every Ray cluster on the machine
 
 
 def _ppid(pid: int) -> int | None:
@@ -161,13 +193,30 @@ def submit(env, name, *job_args, timeout=600):
     """`ray job submit --working-dir . -- python -m job ...`, wait for a final state, return the
     JSON object the command printed last."""
     deadline = time.time() + 120
-    while True:  # right after `ray start` the head's job agent may not be up yet: Ray says "try again later"
+    while (
+        True
+    ):  # right after `ray start` the head's job agent may not be up yet: Ray says "try again later"
         sub_id = f"{name}-{uuid.uuid4().hex[:6]}"
-        proc = ray_cli("job", "submit", "--no-wait", f"--submission-id={sub_id}", "--working-dir", ".", "--",
-                       "python", "-m", "job", *job_args, env=env, check=False)
+        proc = ray_cli(
+            "job",
+            "submit",
+            "--no-wait",
+            f"--submission-id={sub_id}",
+            "--working-dir",
+            ".",
+            "--",
+            "python",
+            "-m",
+            "job",
+            *job_args,
+            env=env,
+            check=False,
+        )
         if proc.returncode == 0:
             break
-        assert "try again later" in proc.stderr and time.time() < deadline, f"submit failed:\n{proc.stderr[-3000:]}"
+        assert "try again later" in proc.stderr and time.time() < deadline, (
+            f"submit failed:\n{proc.stderr[-3000:]}"
+        )
         time.sleep(3)
     deadline, state = time.time() + timeout, ""
     while time.time() < deadline:
@@ -185,10 +234,17 @@ def submit(env, name, *job_args, timeout=600):
 def test_submitted_training_uses_both_nodes_then_translate_job(two_node_cluster, tmp_path):
     env = two_node_cluster
     shared = tmp_path / "shared"
-    summary = submit(env, "train", "train", "--set", *tiny_overrides(tmp_path, **{"storage_path": str(shared), "data.test": "null"}))
+    summary = submit(
+        env,
+        "train",
+        "train",
+        "--set",
+        *tiny_overrides(tmp_path, **{"storage_path": str(shared), "data.test": "null"}),
+    )
     run_dir = Path(summary["run_dir"])
     assert run_dir.parent == shared
-    rows = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
+    with open(run_dir / "metrics.jsonl", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
     start = next(r for r in rows if r.get("event") == "start")
     assert start["workers"] == 2 and len(set(start["nodes"])) == 2, start
     ckpts = sorted(p.name for p in run_dir.iterdir() if p.name.startswith("checkpoint_"))
@@ -196,10 +252,23 @@ def test_submitted_training_uses_both_nodes_then_translate_job(two_node_cluster,
     assert (Path(summary["best_checkpoint"]) / "model.pt").exists()
 
     out = tmp_path / "translations.csv"
-    res = submit(env, "translate", "translate", "--checkpoint", summary["best_checkpoint"],
-                 "--input", str(DATA / "tiny_test.csv"), "--output", str(out), "--beam", "2")
-    inputs = list(csv.DictReader(open(DATA / "tiny_test.csv", encoding="utf-8")))
-    outputs = list(csv.DictReader(open(out, encoding="utf-8")))
+    res = submit(
+        env,
+        "translate",
+        "translate",
+        "--checkpoint",
+        summary["best_checkpoint"],
+        "--input",
+        str(DATA / "tiny_test.csv"),
+        "--output",
+        str(out),
+        "--beam",
+        "2",
+    )
+    with open(DATA / "tiny_test.csv", encoding="utf-8", newline="") as f:
+        inputs = list(csv.DictReader(f))
+    with open(out, encoding="utf-8", newline="") as f:
+        outputs = list(csv.DictReader(f))
     assert res["rows"] == len(outputs) == len(inputs)
     assert [r["id"] for r in outputs] == [r["id"] for r in inputs]
 
@@ -213,10 +282,21 @@ def test_elastic_run_survives_a_lost_node_and_grows_back(tmp_path):
     try:
         node = cluster.add_node()
         shared = tmp_path / "shared"
-        overrides = tiny_overrides(tmp_path, **{
-            "storage_path": str(shared), "data.test": "null", "train.epochs": 20, "train.batch_tokens": 300,
-            "scaling.num_workers": "[1,2]", "scaling.max_failures": 5, "scaling.elastic_resize_interval_s": 5,
-            "train.early_stopping_patience": "null", "train.average_last": 0, "train.max_minutes": "null"})
+        overrides = tiny_overrides(
+            tmp_path,
+            **{
+                "storage_path": str(shared),
+                "data.test": "null",
+                "train.epochs": 20,
+                "train.batch_tokens": 300,
+                "scaling.num_workers": "[1,2]",
+                "scaling.max_failures": 5,
+                "scaling.elastic_resize_interval_s": 5,
+                "train.early_stopping_patience": "null",
+                "train.average_last": 0,
+                "train.max_minutes": "null",
+            },
+        )
         metrics = shared / "sample" / "metrics.jsonl"
         events: list[str] = []
 
@@ -247,8 +327,12 @@ def test_elastic_run_survives_a_lost_node_and_grows_back(tmp_path):
         assert events == ["killed", "added"], events
         log = rows()
         sizes = [(r["event"], r["workers"]) for r in log if r.get("event") in ("start", "resume")]
-        assert sizes[0] == ("start", 2) and ("resume", 1) in sizes and sizes[-1] == ("resume", 2), sizes
-        assert [r["epoch"] for r in log if "valid_loss" in r and not r.get("averaged")] == list(range(1, 21))
+        assert sizes[0] == ("start", 2) and ("resume", 1) in sizes and sizes[-1] == ("resume", 2), (
+            sizes
+        )
+        assert [r["epoch"] for r in log if "valid_loss" in r and not r.get("averaged")] == list(
+            range(1, 21)
+        )
         assert summary["best_checkpoint"]
     finally:
         cluster.stop()

@@ -1,16 +1,77 @@
-"""Bulk-translation helpers that need no Ray: the row count and the progress line."""
+"""The Ray-free Python API (job.translate.Translator) on a small untrained checkpoint."""
+
+import pytest
+import torch
+
+from job.checkpoint import write_checkpoint
+from job.config import load_config
+from job.model import build_model
+from job.translate import Translation, Translator
+from job.vocab import build_vocab
+
+SRC = ["Save the file", "Open file", "Close the window", "Print %s"] * 10
+TGT = ["Enregistrer le fichier", "Ouvrir le fichier", "Fermer la fenêtre", "Imprimer %s"] * 10
 
 
-def test_progress_bar_and_row_count(tmp_path):
-    from job.data import open_corpus
-    from job.translate import count_rows, progress_line
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    cfg = load_config(
+        None,
+        [
+            "vocab.vocab_size=400",
+            "model.embedding_dim=16",
+            "model.hidden_size=16",
+            "data.max_length=16",
+        ],
+    )
+    vocab = build_vocab(cfg.vocab, [(SRC, TGT)])
+    torch.manual_seed(0)
+    model = build_model(cfg.model, vocab.src_size, vocab.tgt_size)
+    d = tmp_path_factory.mktemp("ckpt")
+    write_checkpoint(str(d), model, None, {"step": 0}, cfg, vocab)
+    return str(d)
 
-    f = tmp_path / "in.csv"
-    f.write_text("source\na\nb\nc", encoding="utf-8")  # no final newline
-    assert count_rows(open_corpus(str(f), ["source"])) == 3
-    t = tmp_path / "in.txt"
-    t.write_text("a\nb\n", encoding="utf-8")
-    assert count_rows(open_corpus(str(t), ["source"])) == 2
-    line = progress_line(50, 200, 5.0)
-    assert "25%" in line and "50/200 rows" in line and "eta 15s" in line
-    assert "rows/s" in progress_line(7, None, 1.0)
+
+def test_one_translation_per_input_in_order_with_statuses(checkpoint):
+    t = Translator.from_checkpoint(checkpoint, device="cpu")
+    inputs = ["Save the file", "", "   ", None, 42, "Open file", " ".join(["file"] * 20)]
+    out = t.translate(inputs, beam=1)
+    assert len(out) == len(inputs) and all(isinstance(x, Translation) for x in out)
+    statuses = [x.status for x in out]
+    assert statuses == [
+        "ok",
+        "empty_source",
+        "empty_source",
+        "missing_source",
+        "missing_source",
+        "ok",
+        "truncated",
+    ]
+    for x in out:
+        if x.status in ("ok", "truncated"):
+            assert x.score <= 0
+        else:
+            assert (x.text, x.score) == ("", 0.0)
+
+
+def test_same_output_whatever_the_batch_size(checkpoint):
+    t = Translator.from_checkpoint(checkpoint, device="cpu")
+    sentences = ["Save the file", "Close the window", "Print %s", "Open file", "Save"]
+    one = t.translate(sentences, beam=1, batch_size=1)
+    many = t.translate(sentences, beam=1, batch_size=4)
+    assert [x.text for x in one] == [x.text for x in many]
+    assert [x.score for x in one] == pytest.approx([x.score for x in many], abs=1e-4)
+
+
+def test_beam_defaults_to_the_checkpoints_beam_size(checkpoint):
+    t = Translator.from_checkpoint(checkpoint, device="cpu")
+    assert t.cfg.translate.beam_size == 5
+    default, explicit = t.translate(["Save the file"]), t.translate(["Save the file"], beam=5)
+    assert default[0].text == explicit[0].text
+    assert default[0].score == pytest.approx(explicit[0].score, abs=1e-5)
+
+
+def test_normalised_before_encoding(checkpoint):
+    t = Translator.from_checkpoint(checkpoint, device="cpu")
+    a, b = t.translate(["Save  the\tfile ", "Save the file"], beam=1)
+    assert a.text == b.text and a.score == pytest.approx(b.score, abs=1e-5)

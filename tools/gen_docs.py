@@ -7,9 +7,38 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from job.config import reference_markdown  # noqa: E402
+import yaml  # noqa: E402
+from pydantic import BaseModel  # noqa: E402
+
+from job.config import Config  # noqa: E402
 
 START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
+
+
+def reference_markdown() -> str:
+    """The config reference (every key, its default and description), from the pydantic models."""
+    lines = ["| key | default | description |", "|---|---|---|"]
+
+    def fmt(value) -> str:
+        return (
+            "null"
+            if value is None
+            else yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+        )
+
+    for name, field in Config.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            for key, sub in ann.model_fields.items():
+                row = f"`{name}.{key}` | `{fmt(sub.default)}` | {_one_line(sub.description)}"
+                lines.append(f"| {row} |")
+        else:
+            lines.append(f"| `{name}` | `{fmt(field.default)}` | {_one_line(field.description)} |")
+    return "\n".join(lines)
+
+
+def _one_line(text: str | None) -> str:
+    return " ".join((text or "").split())
 
 
 def render(readme: str) -> str:

@@ -1,0 +1,254 @@
+"""Bulk translation (job.bulk) on a real local Ray cluster with a trained tiny checkpoint: one
+output row per input row, in order, ids kept, bad rows with a status, resumable parts."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from job.bulk import BulkOptions, actor_resources, bulk_translate
+from job.errors import DataError
+
+from conftest import DATA, ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def _csv_rows(path) -> list[dict]:
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_bulk_translate_one_row_per_input_row_ids_kept(tiny_run, tmp_path):
+    _, summary = tiny_run
+    out = tmp_path / "out.parquet"
+    res = bulk_translate(
+        summary["best_checkpoint"],
+        str(DATA / "tiny_test.csv"),
+        str(out),
+        num_actors=2,
+        batch_size=8,
+        part_rows=7,
+        progress=False,
+    )
+    table = pq.read_table(out)
+    inputs = _csv_rows(DATA / "tiny_test.csv")
+    assert (
+        res["rows"] == table.num_rows == len(inputs) and res["parts"] == 6
+    )  # 40 rows in parts of 7
+    assert table.column("id").to_pylist() == [
+        r["id"] for r in inputs
+    ]  # the input's id column, in order
+    assert table.column("source").to_pylist() == [r["source"] for r in inputs]
+    assert table.column_names == ["id", "source", "translation", "score", "status"]
+    assert not os.path.exists(str(out) + ".parts")
+
+
+def test_bulk_translate_keeps_every_row_with_a_status(tiny_run, tmp_path):
+    _, summary = tiny_run
+    src = tmp_path / "in.csv"
+    src.write_bytes(b'source\nSave the file\n""\n42\ntrue\nbad\xff byte\n"never closed\nlast\n')
+    out = tmp_path / "out.csv"
+    res = bulk_translate(
+        summary["best_checkpoint"], str(src), str(out), num_actors=1, progress=False
+    )
+    rows = _csv_rows(out)
+    assert [r["source"] for r in rows] == [
+        "Save the file",
+        "",
+        "42",
+        "true",
+        "bad\\xff byte",
+        '"never closed',
+        "last",
+    ]
+    assert [r["status"] for r in rows] == [
+        "ok",
+        "empty_source",
+        "ok",
+        "ok",
+        "invalid_utf8",
+        "unterminated_quote",
+        "ok",
+    ]
+    assert [r["id"] for r in rows] == [
+        "0",
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+        "6",
+    ]  # no id column: row numbers
+    assert res["rows"] == 7 and res["status"] == {
+        "ok": 4,
+        "empty_source": 1,
+        "invalid_utf8": 1,
+        "unterminated_quote": 1,
+    }
+
+
+def test_bulk_translate_parquet_and_text_inputs(tiny_run, tmp_path):
+    _, summary = tiny_run
+    pq.write_table(
+        pa.table({"key": [10, 20, 30], "en": ["Open", "Close", "Save"]}), tmp_path / "in.parquet"
+    )
+    res = bulk_translate(
+        summary["best_checkpoint"],
+        str(tmp_path / "in.parquet"),
+        str(tmp_path / "o1.parquet"),
+        column="en",
+        id_column="key",
+        progress=False,
+    )
+    table = pq.read_table(tmp_path / "o1.parquet")
+    assert table.column("id").to_pylist() == [10, 20, 30] and res["status"] == {
+        "ok": 3
+    }  # int ids stay ints
+    (tmp_path / "in.txt").write_text("Open\n\nSave\n", encoding="utf-8")
+    res = bulk_translate(
+        summary["best_checkpoint"],
+        str(tmp_path / "in.txt"),
+        str(tmp_path / "o2.parquet"),
+        progress=False,
+    )
+    assert pq.read_table(tmp_path / "o2.parquet").column("status").to_pylist() == [
+        "ok",
+        "empty_source",
+        "ok",
+    ]
+
+
+def test_bulk_translate_resumes_without_redoing_or_duplicating(tiny_run, tmp_path):
+    """Parts written before an interruption are kept; only the missing ones are translated."""
+    _, summary = tiny_run
+    out = tmp_path / "out"
+    kw = {
+        "num_actors": 1,
+        "batch_size": 8,
+        "part_rows": 10,
+        "progress": False,
+        "output_format": "csv",
+    }
+    first = bulk_translate(summary["best_checkpoint"], str(DATA / "tiny_test.csv"), str(out), **kw)
+    assert first["parts_written"] == 4 and first["rows"] == 40
+    names = sorted(os.listdir(out))
+    assert names == ["_SUCCESS.json", "_job.json"] + [f"part-00000-{i:06d}.csv" for i in range(4)]
+
+    def parts():
+        rows = [r for n in names if n.startswith("part-") for r in _csv_rows(out / n)]
+        # Scores are float sums: another batch composition may change their last bits.
+        return [(r["id"], r["source"], r["translation"], r["status"]) for r in rows], [
+            float(r["score"]) for r in rows
+        ]
+
+    full, scores = parts()
+    # As if the run had died while writing part 2 and before part 3: a leftover temporary file.
+    os.remove(out / "part-00000-000002.csv")
+    os.remove(out / "part-00000-000003.csv")
+    os.remove(out / "_SUCCESS.json")
+    (out / "part-00000-000002.csv.tmp-deadbeef").write_text("half a part", encoding="utf-8")
+    again = bulk_translate(summary["best_checkpoint"], str(DATA / "tiny_test.csv"), str(out), **kw)
+    assert (again["parts_resumed"], again["parts_written"], again["rows"]) == (2, 2, 40)
+    assert sorted(os.listdir(out)) == names
+    again_rows, again_scores = parts()
+    assert again_rows == full and again_scores == pytest.approx(scores, abs=1e-4)
+    with pytest.raises(DataError, match=r"different translation job .*beam"):
+        bulk_translate(
+            summary["best_checkpoint"], str(DATA / "tiny_test.csv"), str(out), beam=2, **kw
+        )
+
+
+@pytest.mark.slow
+def test_translate_command_killed_mid_run_resumes_without_duplicates(tiny_run, tmp_path):
+    """A real interruption: SIGKILL the translate command once some parts are written, run the
+    same command again, get every row exactly once, in order."""
+    _, summary = tiny_run
+    rows = _csv_rows(DATA / "tiny_test.csv")
+    src = tmp_path / "in.csv"
+    with open(src, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "source"])
+        for i in range(20000):
+            w.writerow([f"r{i}", rows[i % len(rows)]["source"]])
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable,
+        "-m",
+        "job",
+        "translate",
+        "--checkpoint",
+        summary["best_checkpoint"],
+        "--input",
+        str(src),
+        "--output",
+        str(out),
+        "--part-rows",
+        "500",
+        "--beam",
+        "4",
+        "--actors",
+        "1",
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if (
+            out.exists()
+            and sum(n.startswith("part-") and n.endswith(".parquet") for n in os.listdir(out)) >= 3
+        ):
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the command finished before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray cluster it started
+    proc.wait()
+    written = sorted(n for n in os.listdir(out) if n.startswith("part-") and n.endswith(".parquet"))
+    assert 3 <= len(written) < 40 and not (out / "_SUCCESS.json").exists()
+
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    res = json.loads(done.stdout.strip().splitlines()[-1])
+    assert res["rows"] == 20000 and res["parts"] == 40 and res["parts_resumed"] >= len(written)
+    assert res["parts_resumed"] + res["parts_written"] == 40
+    table = pq.read_table(out, columns=["id"])
+    assert table.column("id").to_pylist() == [
+        f"r{i}" for i in range(20000)
+    ]  # no duplicates, none lost, in order
+
+
+def test_options_object_and_keyword_overrides_agree(tiny_run, tmp_path):
+    """BulkOptions fields given as keywords override the options object, and only those."""
+    _, summary = tiny_run
+    opts = BulkOptions(num_actors=1, batch_size=8, beam=1, progress=False, output_format="csv")
+    ckpt, src = summary["best_checkpoint"], str(DATA / "tiny_test.csv")
+    a = bulk_translate(ckpt, src, str(tmp_path / "a"), opts)
+    b = bulk_translate(ckpt, src, str(tmp_path / "b"), opts, beam=2)
+    assert a["rows"] == b["rows"] == 40
+    jobs = [json.loads((tmp_path / d / "_job.json").read_text()) for d in "ab"]
+    assert (jobs[0]["beam"], jobs[1]["beam"]) == (1, 2)
+    assert jobs[0]["format"] == jobs[1]["format"] == "csv"
+
+
+def test_actor_resources_leave_room_for_read_tasks(ray_cluster):
+    import ray
+
+    cpus = sum(n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive"))
+    for actors in (1, 2, 3):
+        share = actor_resources(actors, use_gpu=False)["num_cpus"]
+        assert share * actors <= cpus - 0.25 + 1e-9  # a quarter CPU stays free for the reads
+    assert actor_resources(4, use_gpu=True) == {"num_gpus": 1, "num_cpus": 0}
