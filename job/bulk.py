@@ -1,16 +1,18 @@
-"""Bulk translation of whole corpora with Ray Data.
+"""Bulk jobs over whole corpora with Ray Data: translate (beam, n-best, sampling, alignments) or
+score source-target pairs.
 
-read (CSV/TSV/Parquet/text, job.reader) -> map_batches(TranslateActor, actor pool; each actor
-loads the checkpoint once) -> one output row per input row, in input order, written in parts
-that land atomically (job.parts), so an interrupted run resumes where it stopped. Output
-columns: id, source, translation, score, status (+ reference when asked for). Status: ok,
-truncated (source over data.max_length), empty_source, missing_source, or the reason the row
-could not be parsed (then source holds the raw line).
+read (CSV/TSV/Parquet/text, job.reader) -> map_batches(BulkActor, actor pool; each actor loads
+the checkpoint once and runs a job.tasks.Task) -> one output row per input row, in input order,
+written in parts that land atomically (job.parts), so an interrupted run resumes where it
+stopped. Every row gets a `status`: ok, truncated (source over data.max_length), empty_source,
+missing_source (score: also empty_target, missing_target), or the reason the row could not be
+parsed (then source holds the raw line).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 import time
@@ -21,107 +23,129 @@ import ray
 import ray.data
 from tqdm import tqdm
 
-from job import parts
+from job import parts, tasks
 from job.corpus import Corpus, open_corpus
 from job.errors import DataError
-from job.evaluate import score
+from job.evaluate import CorpusScorer
 from job.reader import FILE, LINE, RAW, ROW, STATUS
 from job.runtime import LIGHT_TASK
 from job.text import OK, normalise
-from job.translate import Translator
-
-OUTPUT_SCHEMA = pa.schema([
-    ("id", pa.int64()), ("source", pa.string()), ("translation", pa.string()),
-    ("score", pa.float64()), ("status", pa.string()),
-])  # fmt: skip
 
 
 @dataclass
 class BulkOptions:
+    task: str = "translate"  # or "score"
     column: str = "source"  # source text column
+    target_column: str = "target"  # score: the target text column
     id_column: str | None = (
         None  # default: an `id` column when every file has one, else row numbers
     )
-    reference_column: str | None = None  # score BLEU/chrF against this column
+    reference_column: str | None = None  # translate: score BLEU/chrF against this column
+    reverse_checkpoint: str | None = None  # score: a target->source model as well
     num_actors: int = 1
     use_gpu: bool = False
     batch_size: int = 128  # sentences per decoding batch
+    batch_tokens: int | None = None  # or source tokens per batch (score: pair tokens)
     beam: int | None = None  # default: the checkpoint's translate.beam_size
+    length_penalty: float | None = None  # default: the checkpoint's
+    max_length_ratio: float | None = None  # default: the checkpoint's
+    nbest: int = 1
+    sampling: str | None = None  # "topk:K" or "topp:P"
+    temperature: float = 1.0
+    seed: int = 0
+    alignments: bool = False
     progress: bool = True  # a progress bar on stderr
     part_rows: int = parts.PART_ROWS  # rows per output part, the unit of resuming
     output_format: str | None = None  # "csv" or "parquet" parts, for a directory output
 
+    def job_spec(self) -> dict:
+        """What must not change between a run and its resume (not the resources or batching)."""
+        skip = {"num_actors", "use_gpu", "batch_size", "batch_tokens", "progress", "output_format"}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
-class TranslateActor:
-    """Ray Data callable class: one Translator per actor (checkpoint loaded once), reused for every
-    batch. Tags each row with its output part; rows of parts already written (`skip`) pass
-    through undecoded."""
+
+class BulkActor:
+    """Ray Data callable class: one job.tasks.Task per actor (checkpoint loaded once), reused for
+    every block. Tags each row with its output part; rows of parts already written (`skip`) and
+    unparseable rows pass through unprocessed."""
 
     def __init__(
-        self,
-        checkpoint: str,
-        opts: BulkOptions,
-        threads: int,
-        file_index: dict[str, int],
-        skip: frozenset,
+        self, checkpoint: str, opts: BulkOptions, threads: int, file_index: dict, skip: frozenset
     ):
-        self.translator = Translator.from_checkpoint(checkpoint, threads=threads)
+        self.task = tasks.Task(checkpoint, opts, threads)
         self.opts, self.file_index, self.skip = opts, file_index, skip
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        column = self.opts.column
-        files, rows = table.column(FILE).to_pylist(), table.column(ROW).to_pylist()
-        keys = [
-            parts.part_key(self.file_index.get(f, 0), r, self.opts.part_rows)
-            for f, r in zip(files, rows)
-        ]
+        o = self.opts
+        numbers = [self.file_index.get(f, 0) for f in table.column(FILE).to_pylist()]
+        rows = table.column(ROW).to_pylist()
+        keys = [parts.part_key(f, r, o.part_rows) for f, r in zip(numbers, rows)]
         parsed = table.column(STATUS).to_pylist()
-        raw = table.column(RAW).to_pylist()
-        sources = table.column(column).to_pylist()
         todo = [
             i for i, (k, st) in enumerate(zip(keys, parsed)) if st is None and k not in self.skip
         ]
-        text: list = [None] * len(keys)
-        scores: list = [None] * len(keys)
-        status = list(parsed)  # a parse reason, or None (skipped) until translated
-        done = self.translator.translate(
-            [sources[i] for i in todo], self.opts.beam, self.opts.batch_size
+        text_columns = [o.column] + ([o.target_column] if o.task == "score" else [])
+        texts = {c: table.column(c).to_pylist() for c in text_columns}
+        out = tasks.empty_values(o, table.num_rows)
+        out["status"] = list(parsed)  # a parse reason, or None (skipped part) unless processed
+        # a row's random stream (sampling) is keyed by its file and row: the same on any actor
+        done = self.task.run(
+            {c: [v[i] for i in todo] for c, v in texts.items()},
+            [f"{numbers[i]}:{rows[i]}" for i in todo],
         )
-        for i, r in zip(todo, done):
-            text[i], scores[i], status[i] = r.text, r.score, r.status
-        for i, st in enumerate(parsed):
-            if (
-                st is not None
-            ):  # unparseable row: one output row all the same, source = the raw line
-                text[i], scores[i] = "", 0.0
-                sources[i] = raw[i]
+        for name, values in done.items():
+            for i, value in zip(todo, values):
+                out[name][i] = value
+        raw = table.column(RAW).to_pylist()
+        sources = [
+            raw[i] if st is not None else s
+            for i, (s, st) in enumerate(zip(texts[o.column], parsed))
+        ]
         table = table.drop_columns(
             [c for c in (FILE, ROW, LINE, STATUS, RAW) if c in table.column_names]
         )
-        at = table.schema.get_field_index(column)
-        table = table.set_column(at, column, pa.array(sources, pa.string()))
-        for name, values, kind in (
-            ("translation", text, pa.string()), ("score", scores, pa.float64()),
-            ("status", status, pa.string()), ("_part", keys, pa.string()),
-        ):  # fmt: skip
-            table = table.append_column(name, pa.array(values, kind))
-        return table
+        at = table.schema.get_field_index(o.column)
+        table = table.set_column(at, o.column, pa.array(sources, pa.string()))
+        for name, kind in tasks.output_columns(o):
+            table = table.append_column(name, pa.array(out[name], kind))
+        return table.append_column("_part", pa.array(keys, pa.string()))
 
 
 def bulk_translate(
     checkpoint: str, input_path: str, output: str, options: BulkOptions | None = None, **kwargs
 ) -> dict:
-    """Translate every row of a corpus and write it in input order, resumably.
+    """Translate every row of a corpus and write it in input order, resumably (see bulk_job)."""
+    return bulk_job(
+        checkpoint,
+        input_path,
+        output,
+        dataclasses.replace(options or BulkOptions(), task="translate", **kwargs),
+    )
+
+
+def bulk_score(
+    checkpoint: str, input_path: str, output: str, options: BulkOptions | None = None, **kwargs
+) -> dict:
+    """Score every source-target pair of a corpus and write it in input order, resumably."""
+    return bulk_job(
+        checkpoint,
+        input_path,
+        output,
+        dataclasses.replace(options or BulkOptions(), task="score", **kwargs),
+    )
+
+
+def bulk_job(checkpoint: str, input_path: str, output: str, opts: BulkOptions) -> dict:
+    """Run a task over every row of a corpus; write one row per input row, in input order.
 
     output: a directory of parts (part-FFFFF-CCCCCC.parquet, or .csv with output_format="csv"),
     or a single .parquet/.csv/.tsv file, assembled from parts kept in OUTPUT.parts/ until done.
-    A re-run of the same job skips the parts already there (job.parts). Options: BulkOptions,
-    or its fields as keyword arguments. id: the id column, else the row's 0-based position in
-    the whole input. Returns rows, counts by status, and BLEU/chrF when a reference column is
-    given.
+    A re-run of the same job skips the parts already there (job.parts). id: the id column,
+    else the row's 0-based position in the whole input. Returns rows, counts by status, and
+    BLEU/chrF when a reference column is given (computed part by part: memory stays flat).
     """
-    opts = dataclasses.replace(options or BulkOptions(), **kwargs)
-    wanted = [opts.column] + ([opts.reference_column] if opts.reference_column else [])
+    text_columns = [opts.column] + ([opts.target_column] if opts.task == "score" else [])
+    wanted = text_columns + ([opts.reference_column] if opts.reference_column else [])
     corpus = open_corpus(
         input_path,
         wanted,
@@ -138,28 +162,37 @@ def bulk_translate(
         fmt = "csv" if opts.output_format == "csv" else "parquet"
     parts_dir = output + ".parts" if single else output
     job = {
-        "input": input_path, "files": corpus.files, "column": opts.column, "id_column": id_column,
-        "reference_column": opts.reference_column, "checkpoint": checkpoint, "beam": opts.beam,
-        "part_rows": opts.part_rows, "format": fmt,
-    }  # fmt: skip
+        "input": input_path,
+        "files": corpus.files,
+        **opts.job_spec(),
+        "id_column": id_column,
+        "checkpoint": checkpoint,
+        "format": fmt,
+    }
     done = parts.start_parts(parts_dir, job)
 
-    # translate, writing each part as soon as its last row arrives
-    ds = _translated(corpus, checkpoint, opts, done)
+    # process, writing each part as soon as its last row arrives
+    total = corpus.count_rows()
+    ds = _pipeline(corpus, checkpoint, opts, done, total)
     writer = parts.PartWriter(parts_dir, fmt, done)
-    total = corpus.count_rows() if opts.progress else None
     bar = tqdm(
-        total=total, desc="[translate]", unit=" rows", file=sys.stderr, disable=not opts.progress
+        total=total, desc=f"[{opts.task}]", unit=" rows", file=sys.stderr, disable=not opts.progress
     )
+    names = [name for name, _ in tasks.output_columns(opts)]
     seen, started = 0, time.perf_counter()
     for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
         n = table.num_rows
         ids = table.column(id_column) if id_column else pa.array(range(seen, seen + n), pa.int64())
         cols = {"id": ids, "source": table.column(opts.column)}
-        cols.update({c: table.column(c) for c in ("translation", "score", "status")})
+        if opts.task == "score":
+            cols["target"] = table.column(opts.target_column)
+        cols.update({c: table.column(c) for c in names})
         if opts.reference_column:
             cols["reference"] = table.column(opts.reference_column)
-        writer.add(table.column("_part").to_pylist(), pa.table(cols))
+        out = pa.table(cols)
+        writer.add(
+            table.column("_part").to_pylist(), tasks.to_csv_cell(out) if fmt == "csv" else out
+        )
         seen += n
         bar.update(n)
     writer.close()
@@ -167,12 +200,12 @@ def bulk_translate(
     finished = time.perf_counter()
 
     # count what the parts hold (resumed ones included), then assemble or mark done
-    names = parts.list_parts(parts_dir)
+    found = parts.list_parts(parts_dir)
     result = {
-        "output": output, "rows": 0, "status": {}, "parts": len(names), "parts_resumed": len(done),
+        "output": output, "rows": 0, "status": {}, "parts": len(found), "parts_resumed": len(done),
         "parts_written": writer.written, "wall_s": round(finished - started, 2),
     }  # fmt: skip
-    hyps, refs = _tally(parts.read_parts(parts_dir, names, fmt, _tally_columns(opts)), result, opts)
+    scorer = _tally(parts_dir, found, fmt, opts, result)
     if result["rows"] != seen:
         raise DataError(
             f"{parts_dir}: the parts hold {result['rows']} rows but the input has {seen} "
@@ -180,21 +213,23 @@ def bulk_translate(
             f"delete {parts_dir} and run again"
         )
     if single:
-        parts.assemble(parts_dir, names, fmt, output, OUTPUT_SCHEMA)
+        parts.assemble(parts_dir, found, fmt, output, _empty_schema(opts, fmt))
     else:
         parts.mark_done(parts_dir, {"rows": result["rows"], "status": result["status"]})
-    if opts.reference_column:
-        result["scores"] = score(hyps, refs)
+    if scorer is not None:
+        result["scores"] = scorer.result()
     return result
 
 
-def _translated(
-    corpus: Corpus, checkpoint: str, opts: BulkOptions, done: set[str]
+def _pipeline(
+    corpus: Corpus, checkpoint: str, opts: BulkOptions, done: set[str], total: int | None
 ) -> ray.data.Dataset:
-    """The corpus read in blocks of one actor call each (8 decoding batches, at least 1,024 rows):
-    a single large file still feeds every actor, and each call sorts enough rows by length to
-    batch well. Output order = input order."""
+    """The corpus read in blocks of one actor call each (8 decoding batches, at least 1,024 rows;
+    smaller when the input is small, so that every actor gets a share), mapped by the actor
+    pool, in input order."""
     rows_per_call = max(1024, opts.batch_size * 8)
+    if total:
+        rows_per_call = max(16, min(rows_per_call, math.ceil(total / opts.num_actors)))
     ds = corpus.dataset(rows_per_block=rows_per_call)
     ds.context.execution_options.preserve_order = True
     constructor = {
@@ -203,7 +238,7 @@ def _translated(
         "file_index": {f: i for i, f in enumerate(corpus.files)}, "skip": frozenset(done),
     }  # fmt: skip
     return ds.map_batches(
-        TranslateActor,
+        BulkActor,
         fn_constructor_kwargs=constructor,
         batch_size=rows_per_call,
         batch_format="pyarrow",
@@ -212,32 +247,42 @@ def _translated(
     )
 
 
-def _tally_columns(opts: BulkOptions) -> list[str]:
-    return ["status", "translation"] + (["reference"] if opts.reference_column else [])
-
-
-def _tally(tables, result: dict, opts: BulkOptions) -> tuple[list[str], list[str]]:
-    """Rows and statuses into `result`; the (hypothesis, reference) pairs to score."""
-    hyps, refs = [], []
-    for table in tables:
+def _tally(
+    parts_dir: str, found: list[str], fmt: str, opts: BulkOptions, result: dict
+) -> CorpusScorer | None:
+    """Rows and statuses into `result`, part by part; BLEU/chrF statistics with a reference."""
+    scorer = CorpusScorer() if opts.reference_column else None
+    columns = ["status"] + (["translation", "reference"] if scorer else [])
+    for table in parts.read_parts(parts_dir, found, fmt, columns):
         result["rows"] += table.num_rows
         statuses = table.column("status").to_pylist()
         for st in statuses:
             result["status"][st] = result["status"].get(st, 0) + 1
-        if opts.reference_column:
-            texts = table.column("translation").to_pylist()
-            for st, h, r in zip(statuses, texts, table.column("reference").to_pylist()):
-                ref = normalise(r)
-                if ref and st in (OK, "truncated"):
-                    hyps.append(h)
-                    refs.append(ref)
-    return hyps, refs
+        if scorer is not None:
+            pairs = zip(
+                statuses,
+                table.column("translation").to_pylist(),
+                table.column("reference").to_pylist(),
+            )
+            kept = [
+                (h, normalise(r)) for st, h, r in pairs if st in (OK, "truncated") and normalise(r)
+            ]
+            scorer.add([h for h, _ in kept], [r for _, r in kept])
+    return scorer
+
+
+def _empty_schema(opts: BulkOptions, fmt: str) -> pa.Schema:
+    fields = [("id", pa.int64()), ("source", pa.string())]
+    fields += [("target", pa.string())] if opts.task == "score" else []
+    for name, kind in tasks.output_columns(opts):
+        fields.append((name, pa.string() if fmt == "csv" and pa.types.is_list(kind) else kind))
+    return pa.schema(fields)
 
 
 def actor_resources(num_actors: int, use_gpu: bool) -> dict:
-    """Ray resources per translator actor: a GPU each, or an equal share of the CPUs that leaves
-    a quarter CPU free on every node for the light read tasks feeding them (a node filled by
-    actors would stall the pipeline: its reads could never be scheduled)."""
+    """Ray resources per actor: a GPU each, or an equal share of the CPUs that leaves a quarter
+    CPU free on every node for the light read tasks feeding them (a node filled by actors would
+    stall the pipeline: its reads could never be scheduled)."""
     if use_gpu:
         return {"num_gpus": 1, "num_cpus": 0}
     cpus = [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")] or [1.0]
@@ -251,14 +296,14 @@ def actor_resources(num_actors: int, use_gpu: bool) -> dict:
 
 
 def actor_threads(num_actors: int, use_gpu: bool) -> int:
-    """Torch threads per translator actor: its share of the CPUs, rounded (at least one)."""
+    """Torch threads per actor: its share of the CPUs, rounded (at least one)."""
     if use_gpu:
         return 1
     return max(1, round(actor_resources(num_actors, use_gpu)["num_cpus"]))
 
 
 def default_actors(use_gpu: bool) -> int:
-    """One translator actor per GPU with use_gpu, else one per CPU of the cluster."""
+    """One actor per GPU with use_gpu, else one per CPU of the cluster."""
     resources = ray.available_resources()
     if use_gpu:
         return max(1, int(resources.get("GPU", 1)))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -111,17 +112,38 @@ def read_checkpoint(directory: str) -> LoadedCheckpoint:
     return LoadedCheckpoint(directory, cfg, vocab, state)
 
 
+INFERENCE_FILES = (MODEL_FILE, STATE_FILE, CONFIG_FILE)  # + the vocabulary: no optimizer
+
+
 @contextmanager
-def local_checkpoint(path: str):
-    """A local directory with the checkpoint's files (downloaded first if `path` is a URI)."""
+def local_checkpoint(path: str, inference: bool = False):
+    """A local directory with the checkpoint's files, downloaded first if `path` is a URI: all
+    of them, or with `inference` only what translating needs (the optimizer state is about two
+    thirds of a checkpoint)."""
     if not storage.is_uri(path):
         if not os.path.isdir(path):
             raise CheckpointError(f"checkpoint not found: {path}")
         yield path
         return
-    from ray.train import Checkpoint
+    if not storage.exists(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if not inference:
+        from ray.train import Checkpoint
 
-    with Checkpoint(path).as_directory() as d:
+        with Checkpoint(path).as_directory() as d:
+            yield d
+        return
+    with tempfile.TemporaryDirectory(prefix="checkpoint-") as d:
+        names = [
+            *INFERENCE_FILES,
+            *(f"{VOCAB_DIR}/{n}" for n in storage.list_dir(storage.join(path, VOCAB_DIR))),
+        ]
+        for name in names:
+            source = storage.join(path, *name.split("/"))
+            if storage.exists(source):
+                os.makedirs(os.path.dirname(os.path.join(d, name)), exist_ok=True)
+                with open(os.path.join(d, name), "wb") as f:
+                    f.write(storage.read_bytes(source))
         yield d
 
 

@@ -2,7 +2,9 @@
 
     train      read the corpus, build the vocabulary, train with Ray Train (DDP), score the
                test split
-    translate  bulk-translate a corpus with a checkpoint (Ray Data)
+    translate  bulk-translate a corpus with a checkpoint (Ray Data): beam, n-best, sampling,
+               alignments
+    score      log-probabilities of given source-target pairs (Ray Data)
     evaluate   translate a corpus with references and print BLEU / chrF with sacrebleu's signatures
     report     plots and a Markdown summary of a finished (or running) run
 
@@ -16,7 +18,7 @@ import json
 import sys
 
 from job.config import load_config
-from job.errors import user_error_of
+from job.errors import ConfigError, user_error_of
 
 DEFAULT_CONFIG = "configs/sample.yaml"
 
@@ -30,8 +32,63 @@ def _add_ray_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verbose", action="store_true", help="show Ray's own logs and progress bars")
 
 
+def _add_output_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--output",
+        required=True,
+        help="output directory of resumable parts (Parquet, or CSV with --format csv), "
+        "or one .parquet/.csv file",
+    )
+    p.add_argument(
+        "--format",
+        choices=["parquet", "csv"],
+        default="parquet",
+        help="part format for a directory output (default: parquet)",
+    )
+    p.add_argument(
+        "--part-rows",
+        type=int,
+        default=None,
+        help="rows per output part, the unit of resuming (default: 20000)",
+    )
+    p.add_argument(
+        "--id-column",
+        default=None,
+        help="column carried through as id (default: 'id' if present, else row numbers)",
+    )
+
+
+def _add_search_args(p: argparse.ArgumentParser) -> None:
+    """Decoding choices at translate time (the checkpoint's translate.* settings otherwise)."""
+    p.add_argument("--length-penalty", type=float, default=None, help="GNMT length penalty alpha")
+    p.add_argument(
+        "--max-length-ratio", type=float, default=None, help="longest output = ratio x source + 10"
+    )
+    p.add_argument(
+        "--nbest", type=int, default=1, help="also output the N best hypotheses (beam search)"
+    )
+    p.add_argument(
+        "--sampling",
+        default=None,
+        metavar="topk:K|topp:P",
+        help="sample one translation per row (back-translation) instead of searching",
+    )
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="sampling seed: a row's sample depends on it and the row",
+    )
+    p.add_argument(
+        "--alignments",
+        action="store_true",
+        help="per output token, the source token it attends to most",
+    )
+
+
 def _add_decoding_args(p: argparse.ArgumentParser) -> None:
-    """The translator pool and decoding options that translate and evaluate share."""
+    """The actor pool and batching options every bulk command shares."""
     p.add_argument(
         "--actors",
         type=int,
@@ -43,6 +100,12 @@ def _add_decoding_args(p: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="sentences per decoding batch (default: the checkpoint's translate.batch_size)",
+    )
+    p.add_argument(
+        "--batch-tokens",
+        type=int,
+        default=None,
+        help="batches of about this many source tokens instead (score: source + target)",
     )
     p.add_argument(
         "--beam",
@@ -96,29 +159,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--input", required=True, help="input file, directory or glob (.csv, .tsv, .parquet, .txt)"
     )
-    p.add_argument(
-        "--output",
-        required=True,
-        help="output directory of resumable parts (Parquet, or CSV with --format csv), "
-        "or one .parquet/.csv file",
-    )
-    p.add_argument(
-        "--format",
-        choices=["parquet", "csv"],
-        default="parquet",
-        help="part format for a directory output (default: parquet)",
-    )
-    p.add_argument(
-        "--part-rows",
-        type=int,
-        default=None,
-        help="rows per output part, the unit of resuming (default: 20000)",
-    )
+    _add_output_args(p)
     p.add_argument("--column", default="source", help="source text column (default: source)")
+    _add_decoding_args(p)
+    _add_search_args(p)
+    _add_ray_args(p)
+
+    p = sub.add_parser(
+        "score",
+        help="log-probabilities of given source-target pairs (filtering, reranking)",
+        description="Score every source-target pair of a corpus with a checkpoint, one "
+        "teacher-forced pass per batch; writes one output row per input row (id, source, "
+        "target, score, score_per_token, tokens, status) in input order.",
+    )
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory (local path or URI)")
+    p.add_argument("--input", required=True, help="corpus with source and target columns")
+    _add_output_args(p)
+    p.add_argument("--source-column", default="source", help="source column (default: source)")
+    p.add_argument("--target-column", default="target", help="target column (default: target)")
     p.add_argument(
-        "--id-column",
+        "--reverse-checkpoint",
         default=None,
-        help="column carried through as id (default: 'id' if present, else row numbers)",
+        help="a target->source checkpoint: adds reverse_score(_per_token) and dual_score "
+        "(dual conditional cross-entropy, lower is better)",
     )
     _add_decoding_args(p)
     _add_ray_args(p)
@@ -165,34 +228,59 @@ def _cmd_train(args) -> dict:
     return run_train(cfg, resume=args.resume)
 
 
-def _translate(args, reference_column: str | None, output: str) -> dict:
-    from job.bulk import BulkOptions, bulk_translate, default_actors
+def _bulk(args, task: str, output: str, reference_column: str | None = None) -> dict:
+    from job.bulk import BulkOptions, bulk_job, default_actors
     from job.checkpoint import local_checkpoint, read_checkpoint
     from job.parts import PART_ROWS
     from job.runtime import init_ray
+    from job.sampling import Sampling
 
-    with local_checkpoint(args.checkpoint) as d:
+    with local_checkpoint(args.checkpoint, inference=True) as d:
         ckpt_cfg = read_checkpoint(d).cfg
+    sampling = getattr(args, "sampling", None)
+    if sampling:
+        Sampling.parse(sampling, args.temperature, args.seed)  # a bad spec fails here, in one line
+        if args.nbest > 1 or (args.beam or 1) > 1:
+            raise ConfigError("--sampling draws one translation: drop --nbest / --beam")
+    if getattr(args, "alignments", False) and ckpt_cfg.model.attention == "none":
+        raise ConfigError("--alignments needs a model with attention (model.attention: luong)")
     init_ray(args.address, args.verbose)
     options = BulkOptions(
-        column=args.column,
+        task=task,
+        column=getattr(args, "source_column", None) or args.column,
+        target_column=getattr(args, "target_column", None) or "target",
         id_column=getattr(args, "id_column", None),
         reference_column=reference_column,
+        reverse_checkpoint=getattr(args, "reverse_checkpoint", None),
         num_actors=args.actors or default_actors(args.gpu),
         use_gpu=args.gpu,
         batch_size=getattr(args, "batch_size", None) or ckpt_cfg.translate.batch_size,
-        beam=args.beam,
+        batch_tokens=getattr(args, "batch_tokens", None),
+        beam=getattr(args, "beam", None),
+        length_penalty=getattr(args, "length_penalty", None),
+        max_length_ratio=getattr(args, "max_length_ratio", None),
+        nbest=getattr(args, "nbest", 1),
+        sampling=sampling,
+        temperature=getattr(args, "temperature", 1.0),
+        seed=getattr(args, "seed", 0),
+        alignments=getattr(args, "alignments", False),
         part_rows=getattr(args, "part_rows", None) or PART_ROWS,
         output_format=getattr(args, "format", None),
     )
-    return bulk_translate(args.checkpoint, args.input, output, options)
+    return bulk_job(args.checkpoint, args.input, output, options)
+
+
+RESULT_KEYS = ("output", "rows", "status", "parts", "parts_resumed", "parts_written")
 
 
 def _cmd_translate(args) -> dict:
-    res = _translate(args, None, args.output)
-    return {
-        k: res[k] for k in ("output", "rows", "status", "parts", "parts_resumed", "parts_written")
-    }
+    res = _bulk(args, "translate", args.output)
+    return {k: res[k] for k in RESULT_KEYS}
+
+
+def _cmd_score(args) -> dict:
+    res = _bulk(args, "score", args.output)
+    return {k: res[k] for k in RESULT_KEYS}
 
 
 def _cmd_evaluate(args) -> dict:
@@ -200,9 +288,8 @@ def _cmd_evaluate(args) -> dict:
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        res = _translate(
-            args, args.reference_column, args.output or os.path.join(tmp, "translations.parquet")
-        )
+        output = args.output or os.path.join(tmp, "translations.parquet")
+        res = _bulk(args, "translate", output, args.reference_column)
     scores = res["scores"]
     print(scores.pop("bleu_detail"), file=sys.stderr)
     return {
@@ -222,6 +309,7 @@ def _cmd_report(args) -> dict:
 COMMANDS = {
     "train": _cmd_train,
     "translate": _cmd_translate,
+    "score": _cmd_score,
     "evaluate": _cmd_evaluate,
     "report": _cmd_report,
 }

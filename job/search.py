@@ -11,17 +11,27 @@ import torch
 from job.batching import flatten, pad
 from job.device import autocast
 from job.model import Seq2Seq
+from job.sampling import Sampling
 from job.vocab import BOS, EOS, PAD
 
 
 @torch.inference_mode()
-def greedy(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: torch.Tensor):
-    """Batched greedy decoding; sentences that finished leave the batch, so a step costs only
-    what is still being decoded.
+def greedy(
+    model: Seq2Seq,
+    src: torch.Tensor,
+    src_len: torch.Tensor,
+    max_len: torch.Tensor,
+    sampling: Sampling | None = None,
+    uniforms: torch.Tensor | None = None,
+):
+    """Batched greedy decoding, or sampling; sentences that finished leave the batch, so a step
+    costs only what is still being decoded.
 
     src: (B, S) ids ending in EOS, PAD-padded; src_len: (B,); max_len: (B,) longest output per
-    sentence, EOS excluded. Returns tokens (B, T) (EOS removed, PAD after the end), scores (B,)
-    (summed log-probabilities including the EOS step) and attention (B, T, S) or None.
+    sentence, EOS excluded. With `sampling`, each step's token is drawn (job.sampling) using
+    uniforms (B, max_len.max() + 1), one row per sentence. Returns tokens (B, T) (EOS removed,
+    PAD after the end), scores (B,) (summed log-probabilities of the chosen tokens under the
+    model, EOS step included) and attention (B, T, S) or None.
     """
     enc_out, state, keys, src_mask = model.encode(src, src_len)
     batch, device = src.size(0), src.device
@@ -36,7 +46,11 @@ def greedy(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: to
         feat, state, weights = model.decoder(inp, state, enc_out, keys, src_mask)
         logp = torch.log_softmax(model.decoder.out(feat[:, 0]).float(), dim=-1)
         _forbid(logp, live_max, t)
-        best_lp, best = logp.max(dim=-1)
+        if sampling is None:
+            best_lp, best = logp.max(dim=-1)
+        else:
+            best = sampling.choose(logp, uniforms[alive, t])
+            best_lp = logp.gather(1, best.unsqueeze(1)).squeeze(1)
         scores[alive] += torch.where(live, best_lp, torch.zeros_like(best_lp))
         step = torch.full((batch,), PAD, dtype=torch.long, device=device)
         step[alive] = torch.where(live & (best != EOS), best, torch.full_like(best, PAD))
@@ -89,6 +103,7 @@ def beam_search(
     max_len: torch.Tensor,
     beam: int,
     length_penalty: float = 1.0,
+    nbest: int = 1,
 ):
     """Batched beam search: every sentence of the batch is decoded together, `beam` hypotheses each.
 
@@ -96,8 +111,11 @@ def beam_search(
     best `beam` are set aside as finished (scored with the length penalty), the best `beam` others
     continue. A sentence is done when its best extension ends in EOS (as in OpenNMT-py) or
     `beam` hypotheses have finished (max_len forces EOS); done sentences leave the batch.
-    Returns tokens (B, T) (EOS removed, PAD after the end) and scores (B,): the summed
-    log-probability (EOS included) of the best finished hypothesis by length-normalised score.
+    Returns tokens (B, T) (EOS removed, PAD after the end), scores (B,): the summed
+    log-probability (EOS included) of the best finished hypothesis by length-normalised score,
+    and with nbest > 1 the up to `nbest` best finished hypotheses of each sentence as lists of
+    (ids, log-probability), best first (a sentence then stays until `nbest` have finished),
+    else None.
     """
     B, K = src.size(0), beam
     device = src.device
@@ -124,6 +142,7 @@ def beam_search(
         [],
     )  # per step, (B, K) for every sentence (read back only up to best_step)
     positions = torch.arange(2 * K, device=device)
+    candidates: list[torch.Tensor] = []  # nbest > 1: (sentence, step, beam, raw, norm) rows
     for t in range(int(max_len.max()) + 1):
         b = alive.numel()
         rows = torch.arange(b, device=device)
@@ -152,6 +171,10 @@ def beam_search(
         best_beam[alive] = torch.where(better, top_beam[rows, cand_pos], best_beam[alive])
         best_step[alive] = torch.where(better, torch.full_like(cand_pos, t), best_step[alive])
         finished[alive] += eos_first.sum(-1)
+        if nbest > 1:
+            r, k = eos_first.nonzero(as_tuple=True)
+            found = [alive[r], torch.full_like(r, t), top_beam[r, k], top_val[r, k], norm[r, k]]
+            candidates.append(torch.stack([x.double() for x in found], dim=1).cpu())
 
         # Live hypotheses: the best K candidates that did not end.
         order = torch.where(is_eos, positions + 2 * K, positions).argsort(dim=-1)[:, :K]
@@ -165,7 +188,7 @@ def beam_search(
         tokens_hist.append(full_tok)
         parent_hist.append(full_par)
 
-        live = live & ~((finished[alive] >= K) | is_eos[:, 0])
+        live = live & ~((finished[alive] >= K) | (is_eos[:, 0] & (finished[alive] >= nbest)))
         n_live = int(live.sum())
         if n_live == 0:
             break
@@ -198,7 +221,26 @@ def beam_search(
         tok = tokens_hist[step][rows, beam_at]
         out[:, step] = torch.where(active, tok, out[:, step])
         beam_at = torch.where(active, parent_hist[step][rows, beam_at], beam_at)
-    return out, best_raw
+    hyps = _nbest(candidates, tokens_hist, parent_hist, B, nbest) if nbest > 1 else None
+    return out, best_raw, hyps
+
+
+def _nbest(candidates, tokens_hist, parent_hist, sentences: int, n: int) -> list[list[tuple]]:
+    """The n best finished hypotheses of each sentence by normalised score, backtracked."""
+    found = torch.cat(candidates).numpy() if candidates else np.zeros((0, 5))
+    tokens = torch.stack(tokens_hist).cpu().numpy()  # (T, B, K)
+    parents = torch.stack(parent_hist).cpu().numpy()
+    out: list[list[tuple]] = [[] for _ in range(sentences)]
+    for sentence, step, beam, raw, _ in sorted(found.tolist(), key=lambda c: -c[4]):
+        s = int(sentence)
+        if len(out[s]) == n:
+            continue
+        ids, at = [], int(beam)
+        for i in range(int(step) - 1, -1, -1):
+            ids.append(int(tokens[i, s, at]))
+            at = int(parents[i, s, at])
+        out[s].append((ids[::-1], raw))
+    return out
 
 
 def max_output_length(src_len: torch.Tensor, ratio: float) -> torch.Tensor:
@@ -211,6 +253,7 @@ class Decoded:
     ids: list[list[int]]  # output token ids per sentence, EOS and padding removed
     scores: list[float]  # log-probability of each output
     truncated: list[bool]  # source was cut to max_src_len tokens before decoding
+    nbest: list[list[tuple[list[int], float]]] | None = None  # with nbest > 1: (ids, score)s
 
 
 def decode_ids(
@@ -223,28 +266,40 @@ def decode_ids(
     device: torch.device | str = "cpu",
     beam: int = 1,
     length_penalty: float = 1.0,
+    batch_tokens: int | None = None,
+    nbest: int = 1,
+    sampling: Sampling | None = None,
+    keys: list | None = None,
 ) -> Decoded:
-    """Decode source id lists (no EOS) in length-sorted batches (greedy when beam is 1, else beam
-    search); results in input order."""
+    """Decode source id lists (no EOS) in length-sorted batches of `batch_size` sentences, or of
+    about `batch_tokens` source tokens (padding included): greedy when beam is 1, beam search
+    (with its `nbest` best) otherwise, or sampling, each row's random stream keyed by `keys`
+    (default: its position). Results in input order."""
     n = len(sources)
     ids: list[list[int]] = [[] for _ in range(n)]
     scores = [0.0] * n
+    hyps: list | None = [[] for _ in range(n)] if nbest > 1 else None
     truncated = [len(s) + 1 > max_src_len for s in sources]
-    clipped = [s[: max_src_len - 1] for s in sources]
-    values, offsets = flatten(clipped)
-    order = np.argsort(np.diff(offsets), kind="stable")
+    values, offsets = flatten([s[: max_src_len - 1] for s in sources])
+    lengths = np.diff(offsets) + 1  # EOS included
+    keys = list(range(n)) if keys is None else keys
     was_training = model.training
     model.eval()
     try:
-        for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size]
+        for idx in _batches(lengths, batch_size, batch_tokens):
             src, src_len = pad(values, offsets, idx, bos=False, eos=True)
             src_t = torch.from_numpy(src).to(device)
             src_len_t = torch.from_numpy(src_len)
             max_len = max_output_length(src_len_t, max_length_ratio)
+            found = None
             with autocast(src_t.device):
-                if beam > 1:
-                    out, sc = beam_search(model, src_t, src_len_t, max_len, beam, length_penalty)
+                if sampling is not None:
+                    u = sampling.uniforms([keys[i] for i in idx], int(max_len.max()) + 1)
+                    out, sc, _ = greedy(model, src_t, src_len_t, max_len, sampling, u.to(device))
+                elif beam > 1 or nbest > 1:
+                    out, sc, found = beam_search(
+                        model, src_t, src_len_t, max_len, max(beam, nbest), length_penalty, nbest
+                    )
                 else:
                     out, sc, _ = greedy(model, src_t, src_len_t, max_len)
             out = out.cpu().numpy()
@@ -253,6 +308,22 @@ def decode_ids(
                 toks = out[row]
                 ids[i] = toks[toks != PAD].tolist()
                 scores[i] = sc[row]
+                if hyps is not None:
+                    hyps[i] = found[row]
     finally:
         model.train(was_training)
-    return Decoded(ids, scores, truncated)
+    return Decoded(ids, scores, truncated, hyps)
+
+
+def _batches(lengths: np.ndarray, batch_size: int, batch_tokens: int | None):
+    """Indices of length-sorted batches: `batch_size` rows, or rows x longest <= batch_tokens."""
+    order = np.argsort(lengths, kind="stable")
+    if not batch_tokens:
+        for start in range(0, len(order), batch_size):
+            yield order[start : start + batch_size]
+        return
+    start = 0
+    for end in range(1, len(order) + 1):
+        if end == len(order) or (end + 1 - start) * lengths[order[end]] > batch_tokens:
+            yield order[start:end]
+            start = end

@@ -66,3 +66,26 @@ def tiny_run(ray_cluster, tmp_path_factory):
     train.write_bytes((DATA / "tiny_train.csv").read_bytes() + MESSY_ROWS)
     cfg = load_config(None, tiny_overrides(tmp, **{"data.train": str(train)}))
     return cfg, run_train(cfg)
+
+
+SRC = ["Save the file", "Open file", "Close the window", "Print %s"] * 10
+TGT = ["Enregistrer le fichier", "Ouvrir le fichier", "Fermer la fenêtre", "Imprimer %s"] * 10
+
+
+def make_checkpoint(directory, *overrides: str) -> str:
+    """An untrained checkpoint (seeded weights, a vocabulary built from SRC/TGT), written to
+    `directory`: for tests that need the checkpoint format, not a trained model."""
+    import torch
+
+    from job.checkpoint import write_checkpoint
+    from job.config import load_config
+    from job.model import build_model
+    from job.vocab import build_vocab
+
+    base = ["vocab.vocab_size=300", "model.embedding_dim=16", "model.hidden_size=16"]
+    cfg = load_config(None, [*base, *overrides])
+    vocab = build_vocab(cfg.vocab, [(SRC, TGT)])
+    torch.manual_seed(0)
+    model = build_model(cfg.model, vocab.src_size, vocab.tgt_size)
+    write_checkpoint(str(directory), model, None, {"step": 0}, cfg, vocab)
+    return str(directory)

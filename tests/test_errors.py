@@ -106,3 +106,23 @@ def test_a_bug_keeps_its_traceback(monkeypatch):
     monkeypatch.setitem(cli.COMMANDS, "report", broken)
     with pytest.raises(ZeroDivisionError):
         main(["report", "somewhere"])
+
+
+def test_bad_decoding_options_fail_before_ray_starts(capsys, tmp_path):
+    from conftest import make_checkpoint
+
+    luong = make_checkpoint(tmp_path / "luong")
+    plain = make_checkpoint(
+        tmp_path / "plain", "model.attention=none", "model.tie_embeddings=false"
+    )
+    common = ["--input", "x.csv", "--output", str(tmp_path / "o.csv")]
+    code, err = run_main(
+        capsys, "translate", "--checkpoint", luong, *common, "--sampling", "topz:3"
+    )
+    assert_one_line(code, err, "--sampling 'topz:3'", "topk:K")
+    code, err = run_main(
+        capsys, "translate", "--checkpoint", luong, *common, "--sampling", "topk:5", "--nbest", "3"
+    )
+    assert_one_line(code, err, "drop --nbest")
+    code, err = run_main(capsys, "translate", "--checkpoint", plain, *common, "--alignments")
+    assert_one_line(code, err, "--alignments needs a model with attention")

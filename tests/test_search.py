@@ -72,7 +72,7 @@ def test_beam_one_is_exactly_greedy():
         src, src_len = _batch(SOURCES)
         max_len = src_len * 2 + 3
         g_tok, g_score, _ = greedy(m, src, src_len, max_len)
-        b_tok, b_score = beam_search(m, src, src_len, max_len, beam=1)
+        b_tok, b_score, _ = beam_search(m, src, src_len, max_len, beam=1)
         width = max(g_tok.size(1), b_tok.size(1))
 
         def padded(t, width=width):
@@ -88,10 +88,10 @@ def test_beam_batched_equals_one_by_one_and_scores_are_log_probs():
     m = _model(4)
     src, src_len = _batch(SOURCES)
     max_len = src_len + 6
-    toks, scores = beam_search(m, src, src_len, max_len, beam=4)
+    toks, scores, _ = beam_search(m, src, src_len, max_len, beam=4)
     for i, s in enumerate(SOURCES):
         one_src, one_len = _batch([s])
-        t1, s1 = beam_search(m, one_src, one_len, max_len[i : i + 1], beam=4)
+        t1, s1, _ = beam_search(m, one_src, one_len, max_len[i : i + 1], beam=4)
         a = toks[i][toks[i] != PAD].tolist()
         assert a == t1[0][t1[0] != PAD].tolist()
         assert abs(scores[i].item() - s1.item()) < 1e-4
@@ -106,6 +106,6 @@ def test_wider_beam_finds_at_least_as_likely_outputs_without_length_penalty():
     m = _model(5)
     src, src_len = _batch(SOURCES)
     max_len = src_len + 6
-    _, s1 = beam_search(m, src, src_len, max_len, beam=1, length_penalty=0.0)
-    _, s5 = beam_search(m, src, src_len, max_len, beam=5, length_penalty=0.0)
+    _, s1, _ = beam_search(m, src, src_len, max_len, beam=1, length_penalty=0.0)
+    _, s5, _ = beam_search(m, src, src_len, max_len, beam=5, length_penalty=0.0)
     assert torch.all(s5 >= s1 - 1e-5)

@@ -1,35 +1,15 @@
 """The Ray-free Python API (job.translate.Translator) on a small untrained checkpoint."""
 
 import pytest
-import torch
 
-from job.checkpoint import write_checkpoint
-from job.config import load_config
-from job.model import build_model
 from job.translate import Translation, Translator
-from job.vocab import build_vocab
 
-SRC = ["Save the file", "Open file", "Close the window", "Print %s"] * 10
-TGT = ["Enregistrer le fichier", "Ouvrir le fichier", "Fermer la fenêtre", "Imprimer %s"] * 10
+from conftest import make_checkpoint
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    cfg = load_config(
-        None,
-        [
-            "vocab.vocab_size=400",
-            "model.embedding_dim=16",
-            "model.hidden_size=16",
-            "data.max_length=16",
-        ],
-    )
-    vocab = build_vocab(cfg.vocab, [(SRC, TGT)])
-    torch.manual_seed(0)
-    model = build_model(cfg.model, vocab.src_size, vocab.tgt_size)
-    d = tmp_path_factory.mktemp("ckpt")
-    write_checkpoint(str(d), model, None, {"step": 0}, cfg, vocab)
-    return str(d)
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt"), "data.max_length=16")
 
 
 def test_one_translation_per_input_in_order_with_statuses(checkpoint):
