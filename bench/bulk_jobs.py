@@ -81,9 +81,8 @@ def main() -> None:
         ),
     }
     loop_n = min(args.loop_rows, n)
-    loop_s = best_of(
-        1, lambda: [t.score([s], [g]) for s, g in zip(sources[:loop_n], targets[:loop_n])]
-    )
+    pairs = list(zip(sources[:loop_n], targets[:loop_n]))
+    loop_s = best_of(r, lambda: [t.score([s], [g]) for s, g in pairs])
     rate = {k: n / v for k, v in secs.items()}
     rate["score_loop"] = loop_n / loop_s
 

@@ -55,15 +55,36 @@ class Sampling:
         """Tokens (b,) drawn from log-probabilities (b, V) by inverse CDF with uniforms u (b,);
         forbidden tokens (-inf) are never drawn."""
         x = logp / self.temperature
+        u = u.to(x.device, x.dtype)
         if self.method == "topk":
             vals, idx = x.topk(min(int(self.value), x.size(-1)), dim=-1)
-            probs = torch.softmax(vals, dim=-1)
-        else:
-            vals, idx = x.sort(dim=-1, descending=True)
-            probs = torch.softmax(vals, dim=-1)
-            before = probs.cumsum(-1) - probs  # mass of the tokens ranked above
-            probs = probs * (before < self.value)  # the first token always stays
-        cdf = probs.cumsum(-1)
-        u = u.to(cdf.device, cdf.dtype).unsqueeze(1) * cdf[:, -1:]
-        pick = torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.size(-1) - 1)
-        return idx.gather(1, pick).squeeze(1)
+            return _draw(torch.softmax(vals, dim=-1), idx, u)
+        # top-p: the best 1,024 usually hold the nucleus; sort the whole vocabulary only for
+        # the rows where they do not (the same nucleus either way, at a fraction of the cost)
+        log_z = torch.logsumexp(x, dim=-1, keepdim=True)
+        vals, idx = x.topk(min(NUCLEUS_FIRST_TRY, x.size(-1)), dim=-1)
+        probs = torch.exp(vals - log_z)
+        short = probs.sum(-1) < self.value
+        out = _draw(_nucleus(probs, self.value), idx, u)
+        if bool(short.any()):
+            vals, idx = x[short].sort(dim=-1, descending=True)
+            probs = torch.exp(vals - log_z[short])
+            out[short] = _draw(_nucleus(probs, self.value), idx, u[short])
+        return out
+
+
+NUCLEUS_FIRST_TRY = 1024  # candidates looked at before sorting a row's whole vocabulary
+
+
+def _nucleus(probs: torch.Tensor, p: float) -> torch.Tensor:
+    """Probabilities (sorted, best first) zeroed outside the smallest prefix with mass >= p
+    (the first token always kept)."""
+    before = probs.cumsum(-1) - probs  # mass of the tokens ranked above
+    return probs * (before < p)
+
+
+def _draw(probs: torch.Tensor, idx: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Inverse CDF: the token (from idx) where the cumulative probability passes u * total."""
+    cdf = probs.cumsum(-1)
+    pick = torch.searchsorted(cdf, u.unsqueeze(1) * cdf[:, -1:], right=True)
+    return idx.gather(1, pick.clamp_(max=cdf.size(-1) - 1)).squeeze(1)

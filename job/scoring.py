@@ -83,8 +83,8 @@ def _batch(model, src, src_len, tgt_in, tgt_out, alignments: bool):
     picked = torch.empty(x.size(0), device=src.device)
     for start in range(0, x.size(0), LOGIT_ROWS):
         chunk = slice(start, start + LOGIT_ROWS)
-        logp = torch.log_softmax(model.decoder.out(x[chunk]).float(), dim=-1)
-        picked[chunk] = logp.gather(1, target[chunk].unsqueeze(1)).squeeze(1)
+        z = model.decoder.out(x[chunk]).float()
+        picked[chunk] = z.gather(1, target[chunk].unsqueeze(1)).squeeze(1) - z.logsumexp(dim=-1)
     sums = torch.zeros(src.size(0), device=src.device).index_add_(0, rows, picked)
     where = None
     if alignments:

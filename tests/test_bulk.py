@@ -376,3 +376,12 @@ def test_nbest_and_alignments_as_list_columns(ray_cluster, word_checkpoint, tmp_
         # normalised score, so the raw log-probabilities after the first need not be sorted
         # one source position per output token (<unk> tokens are not in the text)
         assert len(row["alignment"]) >= len(row["translation"].split()) > 0
+
+
+def test_small_inputs_are_cut_into_a_block_per_actor():
+    from job.bulk import block_rows
+
+    assert block_rows(3000, 8, 128) == 375
+    assert block_rows(1_000_000, 8, 128) == 1024  # large inputs: 8 decoding batches a block
+    assert block_rows(None, 8, 256) == 2048  # unknown size (remote or compressed input)
+    assert block_rows(20, 4, 128) == 16

@@ -122,3 +122,19 @@ def test_best_checkpoint_by_validation_bleu_then_latest(tmp_path):
     assert best_checkpoint(no_valid) == (str(tmp_path / "b"), {"step": 20})
     with pytest.raises(RuntimeError, match="without a checkpoint"):
         best_checkpoint(SimpleNamespace(best_checkpoints=[], checkpoint=None, metrics=None))
+
+
+def test_inference_fetches_no_optimizer_state_from_a_uri(tmp_path):
+    import os
+
+    from job.checkpoint import local_checkpoint
+
+    d, *_ = make(tmp_path)
+    assert (d / "optimizer.pt").exists()
+    with local_checkpoint(d.as_uri(), inference=True) as local:
+        names = sorted(os.listdir(local))
+        assert names == ["config.yaml", "model.pt", "state.json", "vocab"]
+        assert read_checkpoint(local).model() is not None
+    missing = local_checkpoint((tmp_path / "nope").as_uri(), inference=True)
+    with pytest.raises(CheckpointError, match="checkpoint not found"), missing:
+        pass
