@@ -114,25 +114,20 @@ class BulkActor:
 def bulk_translate(
     checkpoint: str, input_path: str, output: str, options: BulkOptions | None = None, **kwargs
 ) -> dict:
-    """Translate every row of a corpus and write it in input order, resumably (see bulk_job)."""
-    return bulk_job(
-        checkpoint,
-        input_path,
-        output,
-        dataclasses.replace(options or BulkOptions(), task="translate", **kwargs),
-    )
+    """Translate every row of a corpus and write it in input order, resumably (see bulk_job).
+    Options: BulkOptions, or its fields as keyword arguments (they override `options`)."""
+    return bulk_job(checkpoint, input_path, output, _options("translate", options, kwargs))
 
 
 def bulk_score(
     checkpoint: str, input_path: str, output: str, options: BulkOptions | None = None, **kwargs
 ) -> dict:
-    """Score every source-target pair of a corpus and write it in input order, resumably."""
-    return bulk_job(
-        checkpoint,
-        input_path,
-        output,
-        dataclasses.replace(options or BulkOptions(), task="score", **kwargs),
-    )
+    """Score every source-target pair of a corpus, in input order, resumably (see bulk_job)."""
+    return bulk_job(checkpoint, input_path, output, _options("score", options, kwargs))
+
+
+def _options(task: str, options: BulkOptions | None, overrides: dict) -> BulkOptions:
+    return dataclasses.replace(options or BulkOptions(), task=task, **overrides)
 
 
 def bulk_job(checkpoint: str, input_path: str, output: str, opts: BulkOptions) -> dict:
