@@ -20,8 +20,12 @@ counted), which bulk translation uses to cut the output into resumable parts.
 Parquet files go through the same datasource (row group by row group) so that every format
 yields the same columns: the requested ones cast to string, plus the accounting columns.
 
-Recovery from a stray quote: the csv module would read on to the next quote character (or to
-the end of the file) as one field. When a record that spans several physical lines fails to
+TSV is split on tabs only, with no quote processing (quotes are text: news lines often start
+with one), so each physical line is one record and unterminated_quote never applies. CSV keeps
+RFC 4180 quoting: quoted fields may hold commas, doubled quotes and newlines.
+
+Recovery from a stray quote (CSV): the csv module would read on to the next quote character (or
+to the end of the file) as one field. When a record that spans several physical lines fails to
 parse or has the wrong number of fields, only its first line is rejected (unterminated_quote)
 and parsing restarts on the next line, so the rows after it survive.
 """
@@ -114,14 +118,25 @@ def _show(text: str) -> str:
     )
 
 
+def dialect(fmt: str) -> dict:
+    """csv.reader options of a delimited format: CSV with quotes, TSV split on tabs only."""
+    if fmt == "tsv":
+        return {"delimiter": "\t", "quoting": csv.QUOTE_NONE}
+    return {"delimiter": ",", "quoting": csv.QUOTE_MINIMAL}
+
+
 def parse_records(
-    lines: Iterator[str], delimiter: str, path: str = "", max_record_lines: int = 1000
+    lines: Iterator[str],
+    delimiter: str,
+    path: str = "",
+    max_record_lines: int = 1000,
+    quoting: int = csv.QUOTE_MINIMAL,
 ) -> Iterator[tuple[int, list[str] | None, str | None, str | None]]:
     """(line, fields, reason, raw) per record of a delimited file; the first record is the header
     (yielded with reason "header"). fields is None when reason is set. A quoted field may span
-    at most max_record_lines lines."""
+    at most max_record_lines lines. quoting=csv.QUOTE_NONE: quotes are plain text."""
     src = _PushbackLines(lines, max_record_lines)
-    reader = csv.reader(src, delimiter=delimiter, strict=True)
+    reader = csv.reader(src, delimiter=delimiter, quoting=quoting, strict=True)
     header: list[str] | None = None
     while True:
         line = src.start_record()
@@ -228,7 +243,7 @@ class CorpusDatasource(FileBasedDatasource):
             records = parse_text_lines(lines_of(f))
             index = {self.columns[0]: 0}
         else:
-            records = parse_records(lines_of(f), "\t" if self.fmt == "tsv" else ",", name)
+            records = parse_records(lines_of(f), path=name, **dialect(self.fmt))
             index = None
         rows = _Block(wanted, name, 0)
         for line, fields, reason, raw in records:
@@ -326,9 +341,7 @@ class _Block:
 def read_header(f, fmt: str, path: str) -> list[str]:
     """Column names of a delimited file from its first non-blank record (for early, clear
     errors on the driver before any Ray task runs)."""
-    for _, fields, reason, _ in parse_records(
-        lines_of(f, 1 << 16), "\t" if fmt == "tsv" else ",", path
-    ):
+    for _, fields, reason, _ in parse_records(lines_of(f, 1 << 16), path=path, **dialect(fmt)):
         if reason == "header":
             return fields
     raise ReaderError(f"{path}: no header line (the file holds only blank lines)")

@@ -127,6 +127,25 @@ def test_tsv_and_gzip(ray_cluster, tmp_path):
     assert split.counts == {"ok": 1, "wrong_field_count": 1}
 
 
+def test_tsv_lines_that_start_with_a_quote_are_data(ray_cluster, tmp_path):
+    """News text often opens with a quote: in TSV that is text, not CSV quoting, and no line
+    is lost or merged with the next."""
+    content = (
+        b"source\ttarget\n"
+        b'"I will go," he said.\t\xc2\xab J\'irai \xc2\xbb, dit-il.\n'
+        b'"Unclosed\tquote\n'
+        b"plain\tline\n"
+    )
+    split = read(tmp_path, content, name="news.tsv")
+    assert split.counts == {"ok": 3}
+    pairs = sorted(ok_pairs(split))
+    assert pairs == sorted([
+        ('"I will go," he said.', "« J'irai », dit-il."),
+        ('"Unclosed', "quote"),
+        ("plain", "line"),
+    ])  # fmt: skip
+
+
 def test_every_case_in_one_file(ray_cluster, tmp_path):
     content = (
         b"\xef\xbb\xbf"

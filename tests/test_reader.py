@@ -9,7 +9,14 @@ import io
 import pyarrow as pa
 import pytest
 
-from job.reader import ReaderError, lines_of, parse_records, parse_text_lines, read_header
+from job.reader import (
+    ReaderError,
+    dialect,
+    lines_of,
+    parse_records,
+    parse_text_lines,
+    read_header,
+)
 
 
 def records(data: bytes, delimiter: str = ",", **kw) -> list[tuple]:
@@ -311,3 +318,31 @@ def test_read_header_reads_only_the_start():
     f = io.BytesIO(data)
     assert read_header(f, "csv", "big.csv") == ["source", "target"]
     assert f.tell() < len(data) // 2
+
+
+def test_tsv_quotes_are_text_and_every_line_is_one_record():
+    """TSV: split on tabs only. A line that starts with a quote (common in news text), a quote
+    that never closes, or a quote mid-field is data, not CSV quoting."""
+    data = (
+        b"source\ttarget\n"
+        b'"Quoted" start\t\xc2\xab Guillemets \xc2\xbb\n'
+        b'"open only\ty\n'
+        b'mid "quote\tx\n'
+        b"a\tb\tc\n"
+        b'last\t"\n'
+    )
+    got = list(parse_records(lines_of(io.BytesIO(data)), **dialect("tsv")))
+    assert got == [
+        (1, ["source", "target"], "header", None),
+        (2, ['"Quoted" start', "« Guillemets »"], None, None),
+        (3, ['"open only', "y"], None, None),
+        (4, ['mid "quote', "x"], None, None),
+        (5, None, "wrong_field_count", "a\tb\tc"),
+        (6, ["last", '"'], None, None),
+    ]
+
+
+def test_csv_keeps_rfc4180_quoting():
+    data = b'source,target\n"a, b","say ""hi"""\n'
+    got = list(parse_records(lines_of(io.BytesIO(data)), **dialect("csv")))
+    assert got[1] == (2, ["a, b", 'say "hi"'], None, None)
