@@ -70,10 +70,16 @@ class BulkActor:
     unparseable rows pass through unprocessed."""
 
     def __init__(
-        self, checkpoint: str, opts: BulkOptions, threads: int, file_index: dict, skip: frozenset
+        self,
+        checkpoint: str,
+        opts: BulkOptions,
+        threads: int,
+        file_index: dict,
+        skip: frozenset,
+        id_column: str | None = None,
     ):
         self.task = tasks.Task(checkpoint, opts, threads)
-        self.opts, self.file_index, self.skip = opts, file_index, skip
+        self.opts, self.file_index, self.skip, self.id_column = opts, file_index, skip, id_column
 
     def __call__(self, table: pa.Table) -> pa.Table:
         o = self.opts
@@ -88,11 +94,14 @@ class BulkActor:
         texts = {c: table.column(c).to_pylist() for c in text_columns}
         out = tasks.empty_values(o, table.num_rows)
         out["status"] = list(parsed)  # a parse reason, or None (skipped part) unless processed
-        # a row's random stream (sampling) is keyed by its file and row: the same on any actor
-        done = self.task.run(
-            {c: [v[i] for i in todo] for c, v in texts.items()},
-            [f"{numbers[i]}:{rows[i]}" for i in todo],
-        )
+        # a row's random stream (sampling) is keyed by its id (else its file and row): the same
+        # on any actor, in any batch
+        if self.id_column:
+            ids = table.column(self.id_column).to_pylist()
+            row_keys = [f"id:{ids[i]}" for i in todo]
+        else:
+            row_keys = [f"{numbers[i]}:{rows[i]}" for i in todo]
+        done = self.task.run({c: [v[i] for i in todo] for c, v in texts.items()}, row_keys)
         for name, values in done.items():
             for i, value in zip(todo, values):
                 out[name][i] = value
@@ -168,7 +177,7 @@ def bulk_job(checkpoint: str, input_path: str, output: str, opts: BulkOptions) -
 
     # process, writing each part as soon as its last row arrives
     total = corpus.count_rows()
-    ds = _pipeline(corpus, checkpoint, opts, done, total)
+    ds = _pipeline(corpus, checkpoint, opts, done, total, id_column)
     writer = parts.PartWriter(parts_dir, fmt, done)
     bar = tqdm(
         total=total, desc=f"[{opts.task}]", unit=" rows", file=sys.stderr, disable=not opts.progress
@@ -217,7 +226,12 @@ def bulk_job(checkpoint: str, input_path: str, output: str, opts: BulkOptions) -
 
 
 def _pipeline(
-    corpus: Corpus, checkpoint: str, opts: BulkOptions, done: set[str], total: int | None
+    corpus: Corpus,
+    checkpoint: str,
+    opts: BulkOptions,
+    done: set[str],
+    total: int | None,
+    id_column: str | None,
 ) -> ray.data.Dataset:
     """The corpus read in blocks of one actor call each (8 decoding batches, at least 1,024 rows;
     smaller when the input is small, so that every actor gets a share), mapped by the actor
@@ -229,6 +243,7 @@ def _pipeline(
         "checkpoint": checkpoint, "opts": opts,
         "threads": actor_threads(opts.num_actors, opts.use_gpu),
         "file_index": {f: i for i, f in enumerate(corpus.files)}, "skip": frozenset(done),
+        "id_column": id_column,
     }  # fmt: skip
     return ds.map_batches(
         BulkActor,

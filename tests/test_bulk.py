@@ -363,6 +363,18 @@ def test_the_same_seed_samples_the_same_with_one_or_two_actors(
     two = sample("two", num_actors=2, batch_size=16, seed=7, part_rows=9)
     assert one == two and len(one) == 40  # another seed, other samples: tests/test_scoring.py
     assert len(set(one)) > 30  # real, varied samples (an untrained model: long random text)
+    # the rows in reverse order, in another file: each row's sample follows its id
+    rows = _csv_rows(DATA / "tiny_test.csv")
+    reversed_csv = tmp_path / "reversed.csv"
+    with open(reversed_csv, "w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows[::-1])
+    out = tmp_path / "reversed.parquet"
+    bulk_translate(ckpt, str(reversed_csv), str(out), sampling="topk:8", seed=7, progress=False)
+    back = pq.read_table(out)
+    by_id = dict(zip(back.column("id").to_pylist(), back.column("translation").to_pylist()))
+    assert [by_id[r["id"]] for r in rows] == one
 
 
 def test_nbest_and_alignments_as_list_columns(ray_cluster, word_checkpoint, tmp_path):
