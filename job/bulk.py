@@ -24,10 +24,11 @@ import ray.data
 from tqdm import tqdm
 
 from job import parts, tasks
+from job.config import ParallelFiles
 from job.corpus import Corpus, open_corpus
+from job.datasource import FILE, LINE, RAW, ROW, STATUS
 from job.errors import DataError
 from job.evaluate import CorpusScorer
-from job.reader import FILE, LINE, RAW, ROW, STATUS
 from job.runtime import LIGHT_TASK
 from job.text import OK, normalise
 
@@ -121,7 +122,11 @@ class BulkActor:
 
 
 def bulk_translate(
-    checkpoint: str, input_path: str, output: str, options: BulkOptions | None = None, **kwargs
+    checkpoint: str,
+    input_path: str | ParallelFiles,
+    output: str,
+    options: BulkOptions | None = None,
+    **kwargs,
 ) -> dict:
     """Translate every row of a corpus and write it in input order, resumably (see bulk_job).
     Options: BulkOptions, or its fields as keyword arguments (they override `options`)."""
@@ -129,7 +134,11 @@ def bulk_translate(
 
 
 def bulk_score(
-    checkpoint: str, input_path: str, output: str, options: BulkOptions | None = None, **kwargs
+    checkpoint: str,
+    input_path: str | ParallelFiles,
+    output: str,
+    options: BulkOptions | None = None,
+    **kwargs,
 ) -> dict:
     """Score every source-target pair of a corpus, in input order, resumably (see bulk_job)."""
     return bulk_job(checkpoint, input_path, output, _options("score", options, kwargs))
@@ -139,7 +148,9 @@ def _options(task: str, options: BulkOptions | None, overrides: dict) -> BulkOpt
     return dataclasses.replace(options or BulkOptions(), task=task, **overrides)
 
 
-def bulk_job(checkpoint: str, input_path: str, output: str, opts: BulkOptions) -> dict:
+def bulk_job(
+    checkpoint: str, input_path: str | ParallelFiles, output: str, opts: BulkOptions
+) -> dict:
     """Run a task over every row of a corpus; write one row per input row, in input order.
 
     output: a directory of parts (part-FFFFF-CCCCCC.parquet, or .csv with output_format="csv"),
@@ -166,7 +177,7 @@ def bulk_job(checkpoint: str, input_path: str, output: str, opts: BulkOptions) -
         fmt = "csv" if opts.output_format == "csv" else "parquet"
     parts_dir = output + ".parts" if single else output
     job = {
-        "input": input_path,
+        "input": str(input_path),
         "files": corpus.files,
         **opts.job_spec(),
         "id_column": id_column,

@@ -17,8 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from job import storage
 from job.errors import ConfigError
 
-__all__ = ["Config", "ConfigError", "load_config", "validate_config"]
-
 
 class _Section(BaseModel):
     # Each field's docstring is its description (the config reference in README.md).
@@ -27,14 +25,27 @@ class _Section(BaseModel):
     )
 
 
+class ParallelFiles(_Section):
+    """Two line-aligned text files, as WMT and OPUS ship corpora (corpus.en + corpus.fr, .gz ok)."""
+
+    source: str
+    """The source-language file: local path or URI."""
+    target: str
+    """The target-language file: line i translates the source's line i."""
+
+    def __str__(self) -> str:
+        return f"{self.source} + {self.target}"
+
+
 class DataConfig(_Section):
     """Where the parallel corpus is and how to read it."""
 
-    train: str = "data/sample/train.csv"
-    """Training corpus: CSV/Parquet file, directory or glob; local path or URI (s3://, gs://)."""
-    valid: str | None = "data/sample/valid.csv"
+    train: str | ParallelFiles = "data/sample/train.csv"
+    """Training corpus: CSV/TSV/Parquet file, directory or glob, local path or URI (s3://,
+    gs://); or {source: PATH, target: PATH}, two line-aligned text files."""
+    valid: str | ParallelFiles | None = "data/sample/valid.csv"
     """Validation corpus (every row is used: loss, perplexity, BLEU each epoch)."""
-    test: str | None = "data/sample/test.csv"
+    test: str | ParallelFiles | None = "data/sample/test.csv"
     """Test corpus, bulk-translated after training and scored with BLEU/chrF."""
     source_column: str = Field("source", min_length=1)
     """Column holding source sentences."""

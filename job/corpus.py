@@ -13,8 +13,10 @@ import pyarrow.parquet as pq
 import ray.data
 
 from job import storage
+from job.config import ParallelFiles
+from job.datasource import ROWS_PER_BLOCK, CorpusDatasource
 from job.errors import DataError
-from job.reader import ROWS_PER_BLOCK, CorpusDatasource, read_header
+from job.reader import read_header
 from job.runtime import LIGHT_TASK
 
 _PARQUET = (".parquet", ".pq")
@@ -91,11 +93,12 @@ def _columns_of(file: str, fmt: str) -> list[str]:
 class Corpus:
     """A corpus path resolved on the driver: its files, format and the columns a read yields."""
 
-    path: str
+    path: str | ParallelFiles
     files: list[str]
     fmt: str
     columns: list[str]  # text columns (as strings)
     optional: tuple[str, ...]  # optional columns every file has (carried as they are)
+    targets: dict[str, str] | None = None  # parallel: the target file of each source file
 
     def dataset(self, rows_per_block: int = ROWS_PER_BLOCK) -> ray.data.Dataset:
         """The text columns as strings ("42" and "true" stay text), the optional columns, and
@@ -106,6 +109,7 @@ class Corpus:
             columns=self.columns,
             optional_columns=self.optional,
             rows_per_block=rows_per_block,
+            targets=self.targets,
         )
         return ray.data.read_datasource(source, **LIGHT_TASK)
 
@@ -125,12 +129,12 @@ class Corpus:
                 for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
                     lines, last = lines + chunk.count(b"\n"), chunk[-1:]
             # A last line without a newline still counts; CSV/TSV headers do not.
-            total += lines + (last != b"\n") - (0 if self.fmt == "text" else 1)
+            total += lines + (last != b"\n") - (0 if self.fmt in ("text", "parallel") else 1)
         return total
 
 
 def open_corpus(
-    path: str,
+    path: str | ParallelFiles,
     text_columns: list[str],
     *,
     optional_columns: tuple[str, ...] = (),
@@ -140,8 +144,12 @@ def open_corpus(
 
     A missing path, an empty file, or a missing text column (the error names the file and the
     columns it has) is a DataError. Plain-text files (one sentence per line) have one column,
-    named `plain_text_column` (default: the first text column).
+    named `plain_text_column` (default: the first text column). Two line-aligned files
+    (ParallelFiles) give the first two text columns, or only the source file's text when one
+    column is asked for.
     """
+    if isinstance(path, ParallelFiles):
+        return _parallel(path, text_columns)
     files = list_files(path)
     fmt = detect_format(path, files)
     present = set(optional_columns)
@@ -167,3 +175,21 @@ def open_corpus(
         present &= set(names)
     columns = [plain_text_column or text_columns[0]] if fmt == "text" else list(text_columns)
     return Corpus(path, files, fmt, columns, tuple(c for c in optional_columns if c in present))
+
+
+def _parallel(pair: ParallelFiles, text_columns: list[str]) -> Corpus:
+    files = {side: list_files(getattr(pair, side)) for side in ("source", "target")}
+    for side, found in files.items():
+        if len(found) != 1:
+            raise DataError(
+                f"{getattr(pair, side)}: a parallel corpus side is one file; found {len(found)}"
+            )
+        fs, p = storage.fs_and_path(found[0])
+        if fs.get_file_info(p).size == 0:
+            raise DataError(f"{found[0]}: the file is empty (0 bytes)")
+    source, target = files["source"][0], files["target"][0]
+    if len(text_columns) == 1:
+        return Corpus(pair, [source], "text", list(text_columns), ())
+    if len(text_columns) > 2:
+        raise DataError(f"{pair}: two line-aligned files hold two columns, not {text_columns}")
+    return Corpus(pair, [source], "parallel", list(text_columns), (), {source: target})

@@ -18,9 +18,10 @@ import pyarrow.csv as pacsv
 import ray.data
 
 from job import storage
+from job.config import ParallelFiles
 from job.corpus import open_corpus
+from job.datasource import FILE, LINE, RAW, STATUS
 from job.errors import DataError
-from job.reader import FILE, LINE, RAW, STATUS
 from job.runtime import LIGHT_TASK
 from job.text import OK, normalise, text_status
 from job.vocab import Vocabulary
@@ -84,7 +85,7 @@ class Split:
     """A prepared split: `ds` holds every row read, with a status column."""
 
     name: str
-    path: str
+    path: str | ParallelFiles
     ds: ray.data.Dataset
     counts: Counter = field(default_factory=Counter)
 
@@ -101,10 +102,10 @@ class Split:
 
     def summary(self) -> dict:
         rejected = {k: v for k, v in sorted(self.counts.items()) if k != OK}
-        return {"path": self.path, "read": self.read, "used": self.used, "rejected": rejected}
+        return {"path": str(self.path), "read": self.read, "used": self.used, "rejected": rejected}
 
 
-def classify(path: str, name: str, src_col: str, tgt_col: str | None) -> Split:
+def classify(path: str | ParallelFiles, name: str, src_col: str, tgt_col: str | None) -> Split:
     """Read and normalise a split; nothing is dropped yet."""
     cols = [src_col] + ([tgt_col] if tgt_col else [])
     ds = open_corpus(path, cols).dataset()

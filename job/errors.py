@@ -9,7 +9,17 @@ from __future__ import annotations
 
 
 class UserError(ValueError):
-    """Something the user can fix (a config key, a file, a column, a checkpoint path)."""
+    """Something the user can fix (a config key, a file, a column, a checkpoint path).
+
+    The message is kept apart from `args`: Ray Data appends its retry advice to the args of an
+    exception raised in a read task, which says nothing useful about a user's input."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class ConfigError(UserError):

@@ -1,24 +1,17 @@
-"""A CSV/TSV/plain-text reader for corpora nobody cleaned: every physical line is accounted for.
+"""Parsers for corpora nobody cleaned, CSV/TSV/plain text and line-aligned text pairs: every
+physical line is accounted for. Pure Python; job.datasource runs them inside Ray Data read
+tasks (streamed, any pyarrow filesystem, .gz/.bz2 by extension).
 
 pyarrow's CSV reader is all-or-nothing: one bad row (a stray quote, a wrong field count, a byte
-that is not UTF-8) fails the whole file. This reader parses with Python's csv module, one record
-at a time, inside Ray Data read tasks (one per file, streamed in chunks, any pyarrow filesystem,
-.gz/.bz2 by extension), and turns every record into one output row:
+that is not UTF-8) fails the whole file. These parse with Python's csv module, one record at a
+time, and yield every record: usable ones with their fields as strings ("42", "true" stay text),
+unusable ones with the reason and the raw text (undecodable bytes shown as \\xNN), never a
+missing row.
 
-- a usable record gives the requested columns as strings ("42", "true" stay text);
-- a record that cannot be used gives a row whose `_status` is the reason, with its raw text in
-  `_raw` (undecodable bytes shown as \\xNN) - never a missing row.
-
-Reasons: blank_line, wrong_field_count, unterminated_quote, malformed_csv (csv module error: a
-quote inside an unquoted field, a NUL byte, ...), invalid_utf8, duplicate_header (a repeated
-header line, e.g. from concatenated files). A UTF-8 byte-order mark and CRLF line ends are
-accepted silently. Every row carries `_file` (the path as given), `_line` (the record's first
-physical line, 1-based, the header being line 1; for Parquet the 1-based row) so a rejected row
-can be found in its file, and `_row` (0-based ordinal of the row in its file, every row
-counted), which bulk translation uses to cut the output into resumable parts.
-
-Parquet files go through the same datasource (row group by row group) so that every format
-yields the same columns: the requested ones cast to string, plus the accounting columns.
+Reasons: blank_line, wrong_field_count, unterminated_quote, malformed_csv (csv module error),
+invalid_utf8, duplicate_header (a repeated header line, e.g. from concatenated files). A UTF-8
+byte-order mark and CRLF line ends are accepted silently. Line numbers are the record's first
+physical line, 1-based, the header being line 1.
 
 TSV is split on tabs only, with no quote processing (quotes are text: news lines often start
 with one), so each physical line is one record and unterminated_quote never applies. CSV keeps
@@ -34,23 +27,15 @@ from __future__ import annotations
 
 import codecs
 import csv
-import os
 import re
 from collections import deque
 from collections.abc import Iterator
+from itertools import zip_longest
 
-import pyarrow as pa
-import pyarrow.compute as pc
-from ray.data.datasource.file_based_datasource import FileBasedDatasource
-
-from job import storage
 from job.errors import DataError
 
-STATUS, RAW, FILE, LINE, ROW = "_status", "_raw", "_file", "_line", "_row"
-META_COLUMNS = (STATUS, RAW, FILE, LINE, ROW)
 _BAD_UTF8 = re.compile("[\udc80-\udcff]")  # bytes that did not decode, kept by surrogateescape
 _BOM = "\ufeff"
-ROWS_PER_BLOCK = 50_000
 
 
 class ReaderError(DataError):
@@ -189,6 +174,30 @@ def parse_records(
             yield line, fields, None, None
 
 
+def parse_parallel_lines(
+    source: Iterator[str], target: Iterator[str], source_name: str, target_name: str
+) -> Iterator[tuple[int, list[str] | None, str | None, str | None]]:
+    """(line, [source, target], reason, raw) per line of two line-aligned plain-text files (Moses
+    style: corpus.en + corpus.fr). Files of different lengths are a DataError naming both and
+    their line counts (found when the shorter one ends)."""
+    counts = [0, 0]
+    for s, t in zip_longest(parse_text_lines(source), parse_text_lines(target)):
+        counts[0] += s is not None
+        counts[1] += t is not None
+        if s is None or t is None:
+            continue  # count the longer file to the end, for the message
+        (number, src, s_bad, s_raw), (_, tgt, t_bad, t_raw) = s, t
+        if s_bad or t_bad:
+            yield number, None, "invalid_utf8", f"{s_raw or src[0]}\t{t_raw or tgt[0]}"
+        else:
+            yield number, [src[0], tgt[0]], None, None
+    if counts[0] != counts[1]:
+        raise DataError(
+            f"{source_name} has {counts[0]} lines but {target_name} has {counts[1]}: "
+            "the two files of a parallel corpus must be line-aligned"
+        )
+
+
 def parse_text_lines(
     lines: Iterator[str],
 ) -> Iterator[tuple[int, list[str] | None, str | None, str | None]]:
@@ -201,141 +210,6 @@ def parse_text_lines(
             yield number, None, "invalid_utf8", _show(text)
         else:
             yield number, [text], None, None
-
-
-class CorpusDatasource(FileBasedDatasource):
-    """Ray Data datasource over CSV/TSV/text/Parquet files: the requested columns as strings plus
-    the row-accounting columns `_status`, `_raw`, `_file`, `_line`, `_row` (module docstring).
-    One read task per file, streamed in blocks of at most `rows_per_block` rows (small blocks
-    spread the work of a single large file over an actor pool)."""
-
-    def __init__(
-        self,
-        paths: list[str],
-        *,
-        fmt: str,
-        columns: list[str],
-        optional_columns: tuple[str, ...] = (),
-        rows_per_block: int = ROWS_PER_BLOCK,
-        **kwargs,
-    ):
-        super().__init__(paths, **kwargs)
-        self.fmt, self.columns, self.optional = fmt, list(columns), tuple(optional_columns)
-        self.rows_per_block = rows_per_block
-        # Ray hands _read_stream the filesystem's path (no scheme); rows name the file as given.
-        self.names = {_strip_scheme(p): p for p in paths}
-
-    def output_columns(self) -> list[str]:
-        return self.columns + [c for c in self.optional if c not in self.columns]
-
-    def _open_input_source(self, filesystem, path: str, **open_args):
-        if self.fmt == "parquet":  # random access for the footer and row groups
-            return filesystem.open_input_file(path)
-        return super()._open_input_source(filesystem, path, **open_args)
-
-    def _read_stream(self, f, path: str) -> Iterator[pa.Table]:
-        name = self.names.get(_strip_scheme(path), path)
-        if self.fmt == "parquet":
-            yield from self._read_parquet(f, name)
-            return
-        wanted = self.output_columns()
-        if self.fmt == "text":
-            records = parse_text_lines(lines_of(f))
-            index = {self.columns[0]: 0}
-        else:
-            records = parse_records(lines_of(f), path=name, **dialect(self.fmt))
-            index = None
-        rows = _Block(wanted, name, 0)
-        for line, fields, reason, raw in records:
-            if reason == "header":
-                index = {col: i for i, col in enumerate(fields)}
-                missing = [c for c in self.columns if c not in index]
-                if missing:
-                    raise ReaderError(
-                        f"{name}: column(s) {missing} not found; the file has columns {fields}"
-                    )
-                continue
-            if fields is None:
-                rows.add(line, None, reason, raw)
-            else:
-                rows.add(
-                    line, [fields[index[c]] if c in index else None for c in wanted], None, None
-                )
-            if len(rows) >= self.rows_per_block:
-                yield rows.build()
-                rows = _Block(wanted, name, rows.end)
-        if len(rows):
-            yield rows.build()
-
-    def _read_parquet(self, f, name: str) -> Iterator[pa.Table]:
-        import pyarrow.parquet as pq
-
-        wanted = self.output_columns()
-        pf = pq.ParquetFile(f)
-        missing = [c for c in self.columns if c not in pf.schema_arrow.names]
-        if missing:
-            raise ReaderError(
-                f"{name}: column(s) {missing} not found; "
-                f"the file has columns {pf.schema_arrow.names}"
-            )
-        have = [c for c in wanted if c in pf.schema_arrow.names]
-        start = 0
-        for batch in pf.iter_batches(batch_size=self.rows_per_block, columns=have):
-            n = batch.num_rows
-            # Text columns become strings; optional ones (an id) keep their type.
-            arrays = [
-                (batch.column(c).cast(pa.string()) if c in self.columns else batch.column(c))
-                if c in have
-                else pa.nulls(n, pa.string())
-                for c in wanted
-            ]
-            rows = pa.array(range(start, start + n), pa.int64())
-            arrays += [
-                pa.nulls(n, pa.string()),
-                pa.nulls(n, pa.string()),
-                pa.array([name] * n, pa.string()),
-                pc.add(rows, 1),
-                rows,
-            ]
-            yield pa.table(arrays, names=wanted + list(META_COLUMNS))
-            start += n
-
-
-def _strip_scheme(path: str) -> str:
-    return path.split("://", 1)[1] if storage.is_uri(path) else os.path.abspath(path)
-
-
-class _Block:
-    def __init__(self, columns: list[str], path: str, start_row: int):
-        self.columns, self.path, self.start = columns, path, start_row
-        self.values: list[list] = [[] for _ in columns]
-        self.status, self.raw, self.line = [], [], []
-
-    def __len__(self) -> int:
-        return len(self.line)
-
-    @property
-    def end(self) -> int:
-        return self.start + len(self.line)
-
-    def add(self, line: int, values, reason, raw) -> None:
-        for col, v in zip(self.values, values or [None] * len(self.columns)):
-            col.append(v)
-        self.status.append(reason)
-        self.raw.append(raw)
-        self.line.append(line)
-
-    def build(self) -> pa.Table:
-        n = len(self.line)
-        arrays = [pa.array(v, pa.string()) for v in self.values]
-        arrays += [
-            pa.array(self.status, pa.string()),
-            pa.array(self.raw, pa.string()),
-            pa.array([self.path] * n, pa.string()),
-            pa.array(self.line, pa.int64()),
-            pa.array(range(self.start, self.end), pa.int64()),
-        ]
-        return pa.table(arrays, names=self.columns + list(META_COLUMNS))
 
 
 def read_header(f, fmt: str, path: str) -> list[str]:

@@ -148,7 +148,7 @@ def _sample_sentences(cfg: dict, n: int = 4) -> list[str]:
 
     for key in ("valid", "test"):
         path = cfg.get("data", {}).get(key)
-        if path and os.path.isfile(path) and path.endswith(".csv"):
+        if isinstance(path, str) and os.path.isfile(path) and path.endswith(".csv"):
             col = cfg["data"]["source_column"]
             with open(path, encoding="utf-8", newline="") as f:
                 rows = [

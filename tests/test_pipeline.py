@@ -8,7 +8,7 @@ import pytest
 
 from job.config import load_config
 
-from conftest import MESSY_REASONS, tiny_overrides
+from conftest import DATA, MESSY_REASONS, tiny_overrides
 
 pytestmark = pytest.mark.integration
 
@@ -176,3 +176,29 @@ def cfg_tmp(cfg):
     from pathlib import Path
 
     return Path(cfg.storage_path).parent
+
+
+def test_train_on_line_aligned_text_files(ray_cluster, tmp_path):
+    """Train, validate and test on Moses-style pairs (corpus.en + corpus.fr.gz), no CSV."""
+    import gzip
+
+    from job.pipeline import run_train
+
+    paths = {}
+    for split in ("train", "valid", "test"):
+        with open(DATA / f"tiny_{split}.csv", encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f))
+        (tmp_path / f"{split}.en").write_text("".join(r["source"] + "\n" for r in rows))
+        with gzip.open(tmp_path / f"{split}.fr.gz", "wt", encoding="utf-8") as f:
+            f.write("".join(r["target"] + "\n" for r in rows))
+        paths[split] = (
+            f"{{source: {tmp_path / f'{split}.en'}, target: {tmp_path / f'{split}.fr.gz'}}}"
+        )
+    overrides = {f"data.{k}": v for k, v in paths.items()}
+    cfg = load_config(
+        None, tiny_overrides(tmp_path, **overrides, **{"train.epochs": 1, "scaling.num_workers": 1})
+    )
+    summary = run_train(cfg)
+    assert summary["data"]["train"]["read"] == 500
+    assert summary["data"]["train"]["path"].endswith("train.en + " + str(tmp_path / "train.fr.gz"))
+    assert summary["test_sentences"] == summary["data"]["test"]["used"] == 40
