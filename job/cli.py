@@ -137,10 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--set",
         nargs="+",
+        action="extend",
         default=[],
         metavar="SECTION.KEY=VALUE",
         dest="overrides",
-        help="override config keys, e.g. --set train.lr=5e-4 scaling.num_workers=1",
+        help="override config keys, e.g. --set train.lr=5e-4 scaling.num_workers=1 (repeatable)",
     )
     p.add_argument(
         "--resume",

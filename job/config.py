@@ -54,6 +54,11 @@ class DataConfig(_Section):
     max_length: int = Field(128, ge=2, le=4096)
     """Longest sentence, in vocabulary tokens per side; longer training pairs are rejected (reason
     too_long)."""
+    prepared: str | None = None
+    """Train on another run's prepared data (its `prepared/` directory) instead of reading the
+    corpus again; refused when its manifest does not match data.train/valid or the vocab."""
+    piece_mb: float = Field(32, gt=0)
+    """Large uncompressed files are read in pieces of this many MB, by as many Ray tasks."""
 
 
 class VocabConfig(_Section):
@@ -71,7 +76,8 @@ class VocabConfig(_Section):
     """SentencePiece character coverage; rarer characters are spelled with byte-fallback pieces
     (1.0 keeps every character: fine for alphabetic scripts, too many pieces for CJK)."""
     max_sentences: int = Field(2_000_000, ge=1000)
-    """Sentences sampled from the training corpus to build the vocabulary."""
+    """Sentences (both sides count) in the seeded random sample of the training corpus that the
+    vocabulary is built from."""
     min_frequency: int = Field(1, ge=1)
     """word vocabulary: drop words seen fewer times."""
 
@@ -104,11 +110,8 @@ class ModelConfig(_Section):
                 "model.hidden_size must be even when model.bidirectional is true "
                 f"(got {self.hidden_size})"
             )
-        if (
-            self.tie_embeddings
-            and self.attention == "none"
-            and self.hidden_size != self.embedding_dim
-        ):
+        plain = self.attention == "none"
+        if self.tie_embeddings and plain and self.hidden_size != self.embedding_dim:
             raise ValueError(
                 "model.tie_embeddings with model.attention: none needs "
                 "model.hidden_size == model.embedding_dim "
@@ -141,8 +144,7 @@ class TrainConfig(_Section):
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     """Label smoothing of the cross-entropy loss."""
     teacher_forcing_ratio: float = Field(1.0, ge=0, le=1)
-    """1.0: decoder runs over the whole target in one call (fast path); <1: the seed's per-step
-    loop."""
+    """1.0: the decoder runs over the whole target in one call (fast); <1: the seed's step loop."""
     weight_decay: float = Field(0.0, ge=0)
     """AdamW weight decay."""
     log_every_steps: int = Field(50, ge=1)
@@ -211,8 +213,7 @@ class TranslateConfig(_Section):
     max_length_ratio: float = Field(2.0, gt=0)
     """Longest translation = ratio * source tokens + 10."""
     beam_size: int = Field(5, ge=1, le=64)
-    """Beam width for bulk translation and the test scores (1 = greedy); validation during training
-    is greedy."""
+    """Beam width for bulk translation and the test scores (1 = greedy); validation is greedy."""
     length_penalty: float = Field(1.0, ge=0)
     """GNMT length penalty alpha for ranking finished beam hypotheses (0 = raw log-probability)."""
 
@@ -223,8 +224,7 @@ class Config(_Section):
     name: str = Field("sample", min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
     """Run name: the run directory is storage_path/name."""
     storage_path: str = "runs"
-    """Where runs live: local path (made absolute) or URI every node can reach (s3://, gs://,
-    NFS)."""
+    """Where runs live: a local path (made absolute) or a URI all nodes reach (s3, gs, NFS)."""
     data: DataConfig = DataConfig()
     vocab: VocabConfig = VocabConfig()
     model: ModelConfig = ModelConfig()

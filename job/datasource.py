@@ -93,62 +93,80 @@ class CorpusDatasource(FileBasedDatasource):
     def _blocks(
         self, records, wanted: list[str], name: str, index: dict | None
     ) -> Iterator[pa.Table]:
-        """Blocks of at most rows_per_block rows from parsed records (the header, if any, sets
-        the column positions)."""
-        rows = _Block(wanted, name, 0)
-        for line, fields, reason, raw in records:
-            if reason == "header":
-                index = {col: i for i, col in enumerate(fields)}
-                missing = [c for c in self.columns if c not in index]
-                if missing:
-                    raise ReaderError(
-                        f"{name}: column(s) {missing} not found; the file has columns {fields}"
-                    )
-                continue
-            if fields is None:
-                rows.add(line, None, reason, raw)
-            else:
-                rows.add(
-                    line, [fields[index[c]] if c in index else None for c in wanted], None, None
-                )
-            if len(rows) >= self.rows_per_block:
-                yield rows.build()
-                rows = _Block(wanted, name, rows.end)
-        if len(rows):
-            yield rows.build()
+        return record_blocks(records, self.columns, wanted, name, index, self.rows_per_block)
 
     def _read_parquet(self, f, name: str) -> Iterator[pa.Table]:
-        import pyarrow.parquet as pq
+        yield from parquet_blocks(f, name, self.columns, self.output_columns(), self.rows_per_block)
 
-        wanted = self.output_columns()
-        pf = pq.ParquetFile(f)
-        missing = [c for c in self.columns if c not in pf.schema_arrow.names]
-        if missing:
-            raise ReaderError(
-                f"{name}: column(s) {missing} not found; "
-                f"the file has columns {pf.schema_arrow.names}"
-            )
-        have = [c for c in wanted if c in pf.schema_arrow.names]
-        start = 0
-        for batch in pf.iter_batches(batch_size=self.rows_per_block, columns=have):
-            n = batch.num_rows
-            # Text columns become strings; optional ones (an id) keep their type.
-            arrays = [
-                (batch.column(c).cast(pa.string()) if c in self.columns else batch.column(c))
-                if c in have
-                else pa.nulls(n, pa.string())
-                for c in wanted
-            ]
-            rows = pa.array(range(start, start + n), pa.int64())
-            arrays += [
-                pa.nulls(n, pa.string()),
-                pa.nulls(n, pa.string()),
-                pa.array([name] * n, pa.string()),
-                pc.add(rows, 1),
-                rows,
-            ]
-            yield pa.table(arrays, names=wanted + list(META_COLUMNS))
-            start += n
+
+def parquet_blocks(
+    f, name: str, columns: list[str], wanted: list[str], rows_per_block: int, row_group=None
+) -> Iterator[pa.Table]:
+    """Blocks of a Parquet file (or of one of its row groups): text columns cast to string,
+    optional ones as they are, and the row-accounting columns (`_line` = 1-based row)."""
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(f)
+    missing = [c for c in columns if c not in pf.schema_arrow.names]
+    if missing:
+        raise ReaderError(
+            f"{name}: column(s) {missing} not found; the file has columns {pf.schema_arrow.names}"
+        )
+    have = [c for c in wanted if c in pf.schema_arrow.names]
+    groups = None if row_group is None else [row_group]
+    start = sum(pf.metadata.row_group(g).num_rows for g in range(row_group or 0))
+    for batch in pf.iter_batches(batch_size=rows_per_block, columns=have, row_groups=groups):
+        n = batch.num_rows
+        # Text columns become strings; optional ones (an id) keep their type.
+        arrays = [
+            (batch.column(c).cast(pa.string()) if c in columns else batch.column(c))
+            if c in have
+            else pa.nulls(n, pa.string())
+            for c in wanted
+        ]
+        rows = pa.array(range(start, start + n), pa.int64())
+        arrays += [
+            pa.nulls(n, pa.string()),
+            pa.nulls(n, pa.string()),
+            pa.array([name] * n, pa.string()),
+            pc.add(rows, 1),
+            rows,
+        ]
+        yield pa.table(arrays, names=wanted + list(META_COLUMNS))
+        start += n
+
+
+def record_blocks(
+    records,
+    columns: list[str],
+    wanted: list[str],
+    name: str,
+    index: dict | None,
+    rows_per_block: int,
+    start_row: int | None = 0,
+) -> Iterator[pa.Table]:
+    """Blocks of at most rows_per_block rows from parsed records (the header, if any, sets the
+    column positions). `_row` counts rows from start_row; None: unknown (a piece of a CSV file
+    that does not start at its beginning), left null."""
+    rows = _Block(wanted, name, start_row)
+    for line, fields, reason, raw in records:
+        if reason == "header":
+            index = {col: i for i, col in enumerate(fields)}
+            missing = [c for c in columns if c not in index]
+            if missing:
+                raise ReaderError(
+                    f"{name}: column(s) {missing} not found; the file has columns {fields}"
+                )
+            continue
+        if fields is None:
+            rows.add(line, None, reason, raw)
+        else:
+            rows.add(line, [fields[index[c]] if c in index else None for c in wanted], None, None)
+        if len(rows) >= rows_per_block:
+            yield rows.build()
+            rows = _Block(wanted, name, rows.end)
+    if len(rows):
+        yield rows.build()
 
 
 def _strip_scheme(path: str) -> str:
@@ -156,7 +174,7 @@ def _strip_scheme(path: str) -> str:
 
 
 class _Block:
-    def __init__(self, columns: list[str], path: str, start_row: int):
+    def __init__(self, columns: list[str], path: str, start_row: int | None):
         self.columns, self.path, self.start = columns, path, start_row
         self.values: list[list] = [[] for _ in columns]
         self.status, self.raw, self.line = [], [], []
@@ -165,8 +183,8 @@ class _Block:
         return len(self.line)
 
     @property
-    def end(self) -> int:
-        return self.start + len(self.line)
+    def end(self) -> int | None:
+        return None if self.start is None else self.start + len(self.line)
 
     def add(self, line: int, values, reason, raw) -> None:
         for col, v in zip(self.values, values or [None] * len(self.columns)):
@@ -183,6 +201,8 @@ class _Block:
             pa.array(self.raw, pa.string()),
             pa.array([self.path] * n, pa.string()),
             pa.array(self.line, pa.int64()),
-            pa.array(range(self.start, self.end), pa.int64()),
+            pa.nulls(n, pa.int64())
+            if self.start is None
+            else pa.array(range(self.start, self.end), pa.int64()),
         ]
         return pa.table(arrays, names=self.columns + list(META_COLUMNS))

@@ -2,7 +2,8 @@
 
 Run directory (storage_path/name/):
     config.yaml        the resolved config        vocab/          the shared vocabulary
-    data.json          rows read/used/rejected    rejects/        rejected rows, by split
+    data.json          rows read/used/rejected    rejects/<split>/ rejected rows, CSV parts
+    prepared/          encoded train/valid Parquet + manifest.json (reused on --resume)
     metrics.jsonl      training + validation log  checkpoint_*/   Ray Train's checkpoints
     test_translations.csv, summary.json
 """
@@ -18,9 +19,19 @@ from job import storage
 from job.bulk import BulkOptions, bulk_translate, default_actors
 from job.checkpoint import CONFIG_FILE, best_checkpoint
 from job.config import Config, dump_config
-from job.data import Split, classify, encode, iter_text_pairs, write_rejects
+from job.data import vocab_key
 from job.errors import ConfigError, DataError
-from job.runtime import LIGHT_TASK
+from job.manifest import (
+    MANIFEST,
+    PREPARED_DIR,
+    VERSION,
+    changes,
+    part_paths,
+    read_manifest,
+    what_it_was_made_from,
+    write_manifest,
+)
+from job.prepare import classify_split, encode_split, sample_for, timed
 from job.trainer import fit
 from job.vocab import VOCAB_DIR, Vocabulary, build_vocab
 
@@ -69,67 +80,135 @@ def _check_run_dir(cfg: Config, resume: bool) -> Vocabulary | None:
     return Vocabulary.load(storage.join(cfg.run_dir, VOCAB_DIR))
 
 
-def prepare_data(cfg: Config, vocab: Vocabulary | None) -> tuple[dict[str, Split], Vocabulary]:
-    """Read and classify every split, build the vocabulary once (unless resuming), encode."""
-    d = cfg.data
-    t0 = time.perf_counter()
-    splits = {"train": classify(d.train, "train", d.source_column, d.target_column)}
-    for name in ("valid", "test"):
-        path = getattr(d, name)
-        if path:
-            splits[name] = classify(path, name, d.source_column, d.target_column)
+def prepare_data(cfg: Config, vocab: Vocabulary | None) -> tuple[dict, str, Vocabulary]:
+    """The prepared data (manifest, its directory) and the vocabulary: reused when a manifest
+    matches (data.prepared, or this run's on --resume), else made (job.prepare)."""
+    own = storage.join(cfg.run_dir, PREPARED_DIR)
+    directory = cfg.data.prepared or own
+    manifest = read_manifest(directory)
+    if manifest is not None:
+        return _reuse(cfg, directory, manifest, vocab)
+    if cfg.data.prepared:
+        raise ConfigError(
+            f"data.prepared: no prepared data at {directory} (no {MANIFEST}); "
+            "point it at a run's prepared/ directory"
+        )
+    for leftover in (
+        own,
+        storage.join(cfg.run_dir, "staging"),
+        storage.join(cfg.run_dir, "rejects"),
+    ):
+        if storage.exists(leftover):  # an interrupted preparation: start it again
+            storage.delete_dir(leftover)
+    return _prepare(cfg, own, vocab)
+
+
+def _reuse(cfg: Config, directory: str, manifest: dict, vocab: Vocabulary | None):
+    changed = changes(manifest, cfg)
+    if changed:
+        raise ConfigError(
+            f"the prepared data at {directory} was made from other inputs: "
+            + "; ".join(changed)
+            + ". Start a new run (--set name=<new name>) to prepare the corpus again"
+        )
+    prepared_vocab = Vocabulary.load(storage.join(directory, VOCAB_DIR))
+    if vocab is not None and vocab_key(vocab)[0] != vocab_key(prepared_vocab)[0]:
+        raise ConfigError(
+            f"the prepared data at {directory} was encoded with another vocabulary than "
+            f"the run's ({storage.join(cfg.run_dir, VOCAB_DIR)})"
+        )
+    train = manifest["splits"]["train"]
+    print(
+        f"[data] reusing the prepared data at {directory}: {train['used']} training pairs "
+        f"(of {train['read']} read); no corpus read or tokenised",
+        flush=True,
+    )
+    return manifest, directory, prepared_vocab
+
+
+def _prepare(cfg: Config, directory: str, vocab: Vocabulary | None):
+    d, run_dir = cfg.data, cfg.run_dir
+    cols = [d.source_column, d.target_column]
+    piece_bytes = int(d.piece_mb * (1 << 20))
+    t0 = clock = time.perf_counter()
+    sample = None
+    if vocab is None:
+        sample = sample_for(d.train, cols, cfg.vocab.max_sentences, cfg.train.seed)
+    splits = {"train": classify_split(d.train, "train", cols, run_dir, sample=sample,
+                                      piece_bytes=piece_bytes)}  # fmt: skip
     if splits["train"].used == 0:
         raise DataError(
             f"{d.train}: no usable training rows ({splits['train'].summary()['rejected']})"
         )
+    for name in ("valid", "test"):
+        if getattr(d, name):
+            splits[name] = classify_split(
+                getattr(d, name), name, cols, run_dir, keep=name == "valid", piece_bytes=piece_bytes
+            )
+    read = sum(s.read for s in splits.values())
+    clock = timed(f"read and classified {read} rows", clock)
     if vocab is None:
-        vocab = build_vocab(cfg.vocab, iter_text_pairs(splits["train"].ok()))
-        print(
-            f"[data] built {vocab.kind} vocabulary: "
+        vocab = build_vocab(cfg.vocab, [sample.pairs()])
+        clock = timed(
+            f"built {vocab.kind} vocabulary from {len(sample.rows)} sampled pairs: "
             f"{vocab.src_size} source / {vocab.tgt_size} target tokens",
-            flush=True,
+            clock,
         )
     for name in ("train", "valid"):
         if name in splits:
-            splits[name] = encode(splits[name], vocab, d.max_length)
+            out = storage.join(directory, name)
+            splits[name] = encode_split(splits[name], vocab, d.max_length, run_dir, out)
+    clock = timed("encoded and wrote the prepared data", clock)
+    staging = storage.join(run_dir, "staging")
+    if storage.exists(staging):
+        storage.delete_dir(staging)
     for name, split in splits.items():
-        write_rejects(split, storage.join(cfg.run_dir, "rejects", f"{name}.csv"))
         s = split.summary()
         print(
             f"[data] {name}: {s['read']} rows read, {s['used']} used, "
             f"rejected {s['rejected'] or 'none'}",
             flush=True,
         )
-    print(f"[data] prepared in {time.perf_counter() - t0:.1f}s", flush=True)
-    return splits, vocab
+    vocab.save(storage.join(directory, VOCAB_DIR))
+    manifest = {
+        "version": VERSION,
+        **what_it_was_made_from(cfg),
+        "rejects": storage.join(run_dir, "rejects"),
+        "splits": {
+            name: {
+                **split.summary(),
+                "parts": [[_relative(p, directory), rows] for p, rows in split.parts],
+            }
+            for name, split in splits.items()
+        },
+    }
+    write_manifest(directory, manifest)
+    timed("prepared", t0)
+    return manifest, directory, vocab
+
+
+def _relative(path: str, directory: str) -> str:
+    return path[len(directory) :].lstrip("/")
 
 
 def run_train(cfg: Config, resume: bool = False) -> dict:
     started = time.perf_counter()
     vocab = _check_run_dir(cfg, resume)
-    splits, vocab = prepare_data(cfg, vocab)
+    manifest, directory, vocab = prepare_data(cfg, vocab)
     storage.makedirs(cfg.run_dir)
     storage.write_text(storage.join(cfg.run_dir, CONFIG_FILE), dump_config(cfg))
     vocab.save(storage.join(cfg.run_dir, VOCAB_DIR))
-    data_summary = {name: s.summary() for name, s in splits.items()}
+    data_summary = {
+        name: {k: v for k, v in split.items() if k != "parts"}
+        for name, split in manifest["splits"].items()
+    }
+    if directory != storage.join(cfg.run_dir, PREPARED_DIR):
+        data_summary["prepared"] = directory
     storage.write_text(storage.join(cfg.run_dir, "data.json"), json.dumps(data_summary, indent=1))
 
-    train = (
-        splits["train"]
-        .ok()
-        .select_columns(["src_ids", "tgt_ids"], **LIGHT_TASK)
-        .random_shuffle(seed=cfg.train.seed)
-        .materialize()
-    )
-    valid = None
-    if "valid" in splits and splits["valid"].used:
-        valid = (
-            splits["valid"]
-            .ok()
-            .select_columns(["src_ids", "tgt_ids", "target"], **LIGHT_TASK)
-            .materialize()
-        )
-    result = fit(cfg, vocab, train, valid, splits["train"].used)
+    train = part_paths(directory, manifest, "train")
+    valid = part_paths(directory, manifest, "valid") or None
+    result = fit(cfg, vocab, train, valid)
     if result.error:
         raise result.error
     best_path, best_metrics = best_checkpoint(result)
@@ -142,7 +221,7 @@ def run_train(cfg: Config, resume: bool = False) -> dict:
         "test_chrf": None,
     }
 
-    if "test" in splits and splits["test"].used:
+    if "test" in data_summary and data_summary["test"]["used"]:
         out = storage.join(cfg.run_dir, "test_translations.csv")
         options = BulkOptions(
             column=cfg.data.source_column,

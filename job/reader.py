@@ -70,9 +70,9 @@ class _PushbackLines:
     """Line iterator for csv.reader that remembers the lines of the current record and can
     take lines back (to re-parse them after a stray quote swallowed them)."""
 
-    def __init__(self, lines: Iterator[str], max_record_lines: int):
+    def __init__(self, lines: Iterator[str], max_record_lines: int, first_line: int = 1):
         self.lines, self.pending, self.taken = lines, deque(), []
-        self.next_line = 1  # physical line number of the next line handed out
+        self.next_line = first_line  # physical line number of the next line handed out
         self.max_record_lines = max_record_lines
 
     def __iter__(self):
@@ -116,13 +116,17 @@ def parse_records(
     path: str = "",
     max_record_lines: int = 1000,
     quoting: int = csv.QUOTE_MINIMAL,
+    first_line: int = 1,
+    header: list[str] | None = None,
 ) -> Iterator[tuple[int, list[str] | None, str | None, str | None]]:
     """(line, fields, reason, raw) per record of a delimited file; the first record is the header
     (yielded with reason "header"). fields is None when reason is set. A quoted field may span
-    at most max_record_lines lines. quoting=csv.QUOTE_NONE: quotes are plain text."""
-    src = _PushbackLines(lines, max_record_lines)
+    at most max_record_lines lines. quoting=csv.QUOTE_NONE: quotes are plain text.
+
+    A piece of a file (job.pieces) starts at line `first_line` with the file's `header` known:
+    every record is then data."""
+    src = _PushbackLines(lines, max_record_lines, first_line)
     reader = csv.reader(src, delimiter=delimiter, quoting=quoting, strict=True)
-    header: list[str] | None = None
     while True:
         line = src.start_record()
         try:
@@ -175,13 +179,18 @@ def parse_records(
 
 
 def parse_parallel_lines(
-    source: Iterator[str], target: Iterator[str], source_name: str, target_name: str
+    source: Iterator[str],
+    target: Iterator[str],
+    source_name: str,
+    target_name: str,
+    first_line: int = 1,
 ) -> Iterator[tuple[int, list[str] | None, str | None, str | None]]:
     """(line, [source, target], reason, raw) per line of two line-aligned plain-text files (Moses
     style: corpus.en + corpus.fr). Files of different lengths are a DataError naming both and
     their line counts (found when the shorter one ends)."""
     counts = [0, 0]
-    for s, t in zip_longest(parse_text_lines(source), parse_text_lines(target)):
+    pairs = zip_longest(parse_text_lines(source, first_line), parse_text_lines(target, first_line))
+    for s, t in pairs:
         counts[0] += s is not None
         counts[1] += t is not None
         if s is None or t is None:
@@ -199,10 +208,10 @@ def parse_parallel_lines(
 
 
 def parse_text_lines(
-    lines: Iterator[str],
+    lines: Iterator[str], first_line: int = 1
 ) -> Iterator[tuple[int, list[str] | None, str | None, str | None]]:
     """(line, [text], reason, raw) per line of a plain-text file (one sentence per line)."""
-    for number, text in enumerate(lines, start=1):
+    for number, text in enumerate(lines, start=first_line):
         if number == 1 and text.startswith(_BOM):
             text = text[1:]
         text = text.rstrip("\n").rstrip("\r")

@@ -21,7 +21,7 @@ from job.checkpoint import read_checkpoint, write_checkpoint
 from job.config import Config, TrainConfig
 from job.device import autocast, keep_freed_memory
 from job.distributed import all_gather, all_reduce, use_shared_memory_allreduce
-from job.feeder import EpochBatches, ValidSet, load_valid_share
+from job.feeder import EpochBatches, EpochSlice, PartsReader, ValidSet, load_valid_share
 from job.metrics import MetricsLog, improves
 from job.model import Seq2Seq, build_model, count_parameters
 from job.validation import validate
@@ -170,12 +170,12 @@ def train_loop_per_worker(loop_config: dict) -> None:
             "nodes": nodes,
         })  # fmt: skip
 
-    # [Ray] this worker's data: its split of the training set, its share of the validation set
-    shard = ray.train.get_dataset_shard("train")
+    # this worker's data: its slice of each epoch of the prepared data, its share of validation
+    parts = loop_config["train_parts"]
     valid = None
-    if loop_config["has_valid"]:
-        valid = load_valid_share(ray.train.get_dataset_shard("valid"), rank, world)
-    rows_per_worker = max(1, loop_config["train_rows"] // world)
+    if loop_config["valid_parts"]:
+        valid = load_valid_share(PartsReader(loop_config["valid_parts"]), rank, world)
+    rows_per_worker = max(1, sum(rows for _, rows in parts) // world)
     w = Worker(
         cfg, vocab, rank, device, model, ddp, optimizer, stats, metrics, valid, rows_per_worker
     )
@@ -187,7 +187,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     out_of_time = False
     while stats.epoch < cfg.train.epochs and not out_of_time:
         # train one epoch, or until the time budget ends it
-        out_of_time = _train_epoch(w, shard, clock, window)
+        epoch = EpochSlice(parts, cfg.train.seed, stats.epoch, rank, world)
+        out_of_time = _train_epoch(w, epoch, clock, window)
         if not out_of_time:
             stats.epoch += 1
         elif stats.step == last_report_step:
@@ -225,10 +226,10 @@ def _restore(loaded, model, optimizer, stats: TrainStats) -> None:
     stats.load_state_dict(loaded.state)
 
 
-def _train_epoch(w: Worker, shard, clock: Clock, window: Window) -> bool:
+def _train_epoch(w: Worker, rows: EpochSlice, clock: Clock, window: Window) -> bool:
     """Steps over this epoch's batches while every rank has one; returns whether time ran out."""
     cfg, stats = w.cfg, w.stats
-    batches = EpochBatches(shard, cfg, w.rank, stats.epoch)
+    batches = EpochBatches(rows, cfg, w.rank, stats.epoch)
     rows_done = 0
     while True:
         batch = batches.next()
@@ -241,8 +242,6 @@ def _train_epoch(w: Worker, shard, clock: Clock, window: Window) -> bool:
         )
         out_of_time = elapsed >= clock.budget_s
         if exhausted or out_of_time:
-            if exhausted and not out_of_time:
-                batches.drain()
             return out_of_time
 
         # forward, backward, update

@@ -3,7 +3,6 @@ with the run's scaling, checkpoint retention and failure policy, and the console
 
 from __future__ import annotations
 
-import ray.train
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
@@ -13,11 +12,9 @@ from job.train import train_loop_per_worker
 from job.vocab import Vocabulary
 
 
-def fit(cfg: Config, vocab: Vocabulary, train_ds, valid_ds, train_rows: int):
-    """Run the TorchTrainer; returns Ray Train's Result."""
-    datasets = {"train": train_ds}
-    if valid_ds is not None:
-        datasets["valid"] = valid_ds
+def fit(cfg: Config, vocab: Vocabulary, train_parts: list, valid_parts: list | None):
+    """Run the TorchTrainer over the prepared data's parts ((path, rows) each; every worker
+    reads its slice of each epoch itself, job.feeder); returns Ray Train's Result."""
     scaling = cfg.scaling
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -25,8 +22,8 @@ def fit(cfg: Config, vocab: Vocabulary, train_ds, valid_ds, train_rows: int):
             "config": cfg.model_dump(mode="json"),
             "vocab_files": vocab.to_files(),
             "run_dir": cfg.run_dir,
-            "train_rows": train_rows,
-            "has_valid": valid_ds is not None,
+            "train_parts": train_parts,
+            "valid_parts": valid_parts or [],
         },
         scaling_config=ScalingConfig(
             num_workers=scaling.ray_num_workers(),
@@ -37,15 +34,12 @@ def fit(cfg: Config, vocab: Vocabulary, train_ds, valid_ds, train_rows: int):
                 **({"GPU": 1} if scaling.use_gpu else {}),
             },
         ),
-        datasets=datasets,
-        # validation is not split: each worker takes its share of every row (job.feeder)
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
         run_config=RunConfig(
             name=cfg.name,
             storage_path=cfg.storage_path,
             checkpoint_config=CheckpointConfig(
                 num_to_keep=cfg.train.keep_checkpoints,
-                checkpoint_score_attribute="valid_bleu" if valid_ds is not None else None,
+                checkpoint_score_attribute="valid_bleu" if valid_parts else None,
                 checkpoint_score_order="max",
             ),
             failure_config=FailureConfig(max_failures=scaling.max_failures),

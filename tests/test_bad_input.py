@@ -1,15 +1,19 @@
 """Corpora nobody cleaned, read on a real local Ray cluster: usable rows kept, every other row
-counted by reason and written to the rejects file with its file and line. read = used + rejected."""
+counted by reason and written to the rejects files with its file and line. read = used + rejected.
 
-import csv
+Every case runs twice: the file as one piece, and cut into pieces of a few bytes (job.pieces), so
+that a piece boundary falls inside every kind of bad row: the counts must not move."""
+
 import gzip
 import io
+from dataclasses import dataclass
 
 import pytest
 
 from job.config import load_config
-from job.data import classify, write_rejects
 from job.errors import DataError
+from job.pieces import PIECE_BYTES
+from job.prepare import SplitData, classify_split, read_parts, read_rejects
 from job.reader import lines_of, parse_records
 
 from conftest import tiny_overrides
@@ -19,25 +23,55 @@ pytestmark = pytest.mark.integration
 HEADER = b"source,target\n"
 
 
-def read(tmp_path, content: bytes, name="c.csv", **kw):
-    path = tmp_path / name
-    path.write_bytes(content)
-    split = classify(str(path), "train", "source", "target", **kw)
+@pytest.fixture(params=[PIECE_BYTES, 5], ids=["whole", "pieces"])
+def piece_bytes(request):
+    return request.param
+
+
+@dataclass
+class Read:
+    split: SplitData
+    run_dir: str
+
+    @property
+    def counts(self):
+        return self.split.counts
+
+    @property
+    def read(self):
+        return self.split.read
+
+
+def classify(path, piece_bytes=PIECE_BYTES, run_dir=None):
+    run_dir = run_dir or f"{path}.run"
+    split = classify_split(path, "train", ["source", "target"], run_dir, piece_bytes=piece_bytes)
     assert split.read == split.used + sum(v for k, v in split.counts.items() if k != "ok")
-    return split
+    return Read(split, run_dir)
 
 
-def rejects(tmp_path, split):
-    out = tmp_path / "rejects.csv"
-    assert write_rejects(split, str(out)) == split.read - split.used
-    return list(csv.DictReader(open(out, encoding="utf-8"))) if out.exists() else []
+@pytest.fixture
+def read(tmp_path, piece_bytes):
+    def read(tmp_path, content: bytes, name="c.csv"):
+        path = tmp_path / name
+        path.write_bytes(content)
+        return classify(str(path), piece_bytes)
+
+    return read
 
 
-def ok_pairs(split):
-    return [(r["source"], r["target"]) for r in split.ok().take_all()]
+def rejects(tmp_path, result):
+    rows = read_rejects(result.run_dir, "train")
+    assert len(rows) == result.split.read - result.split.used
+    return sorted(rows, key=lambda r: int(r["line"]))
 
 
-def test_wrong_number_of_fields(ray_cluster, tmp_path):
+def ok_pairs(result):
+    table = read_parts(result.split.parts)
+    rows = sorted(table.to_pylist(), key=lambda r: r["line"]) if table is not None else []
+    return [(r["source"], r["target"]) for r in rows]
+
+
+def test_wrong_number_of_fields(ray_cluster, tmp_path, read):
     split = read(tmp_path, HEADER + b"a,b\nc,d,e\nlonely\nf,g\n")
     assert split.counts == {"ok": 2, "wrong_field_count": 2}
     assert ok_pairs(split) == [("a", "b"), ("f", "g")]
@@ -49,19 +83,19 @@ def test_wrong_number_of_fields(ray_cluster, tmp_path):
     assert all(r["file"].endswith("c.csv") for r in bad)
 
 
-def test_unterminated_quote_loses_only_its_line(ray_cluster, tmp_path):
+def test_unterminated_quote_loses_only_its_line(ray_cluster, tmp_path, read):
     split = read(tmp_path, HEADER + b'a,b\n"never closed,x\nc,d\ne,f\n')
     assert split.counts == {"ok": 3, "unterminated_quote": 1}
     assert ok_pairs(split) == [("a", "b"), ("c", "d"), ("e", "f")]
     assert rejects(tmp_path, split)[0]["raw"] == '"never closed,x'
 
 
-def test_unterminated_quote_on_the_last_line(ray_cluster, tmp_path):
+def test_unterminated_quote_on_the_last_line(ray_cluster, tmp_path, read):
     split = read(tmp_path, HEADER + b'a,b\nc,"open')
     assert split.counts == {"ok": 1, "unterminated_quote": 1}
 
 
-def test_quoted_fields_with_commas_and_newlines_are_fine(ray_cluster, tmp_path):
+def test_quoted_fields_with_commas_and_newlines_are_fine(ray_cluster, tmp_path, read):
     split = read(
         tmp_path,
         HEADER
@@ -75,18 +109,18 @@ def test_quoted_fields_with_commas_and_newlines_are_fine(ray_cluster, tmp_path):
     ]
 
 
-def test_quote_inside_a_field_is_malformed(ray_cluster, tmp_path):
+def test_quote_inside_a_field_is_malformed(ray_cluster, tmp_path, read):
     split = read(tmp_path, HEADER + b'"a"b,c\nd,e\n')
     assert split.counts == {"ok": 1, "malformed_csv": 1}
 
 
-def test_invalid_utf8_row_is_rejected_and_shown_escaped(ray_cluster, tmp_path):
+def test_invalid_utf8_row_is_rejected_and_shown_escaped(ray_cluster, tmp_path, read):
     split = read(tmp_path, HEADER + b"caf\xe9,latin-1 bytes\ngood,bon\n")
     assert split.counts == {"ok": 1, "invalid_utf8": 1}
     assert rejects(tmp_path, split)[0]["raw"] == "caf\\xe9,latin-1 bytes"
 
 
-def test_byte_order_mark_and_crlf(ray_cluster, tmp_path):
+def test_byte_order_mark_and_crlf(ray_cluster, tmp_path, read):
     split = read(
         tmp_path,
         b"\xef\xbb\xbf" + HEADER.replace(b"\n", b"\r\n") + b"Open,Ouvrir\r\nClose,Fermer\r\n",
@@ -95,29 +129,29 @@ def test_byte_order_mark_and_crlf(ray_cluster, tmp_path):
     assert ok_pairs(split) == [("Open", "Ouvrir"), ("Close", "Fermer")]
 
 
-def test_duplicate_header_from_concatenated_files(ray_cluster, tmp_path):
+def test_duplicate_header_from_concatenated_files(ray_cluster, tmp_path, read):
     split = read(tmp_path, HEADER + b"a,b\n" + HEADER + b"c,d\n")
     assert split.counts == {"ok": 2, "duplicate_header": 1}
     assert rejects(tmp_path, split)[0]["line"] == "3"
 
 
-def test_extra_columns_are_ignored_and_order_does_not_matter(ray_cluster, tmp_path):
+def test_extra_columns_are_ignored_and_order_does_not_matter(ray_cluster, tmp_path, read):
     split = read(tmp_path, b"id,target,note,source\n1,Bonjour,x,Hello\n2,Merci,,Thanks\n")
     assert ok_pairs(split) == [("Hello", "Bonjour"), ("Thanks", "Merci")]
 
 
-def test_blank_lines_are_counted(ray_cluster, tmp_path):
+def test_blank_lines_are_counted(ray_cluster, tmp_path, read):
     split = read(tmp_path, HEADER + b"a,b\n\n\nc,d\n")
     assert split.counts == {"ok": 2, "blank_line": 2}
 
 
-def test_empty_sides_numbers_and_booleans(ray_cluster, tmp_path):
+def test_empty_sides_numbers_and_booleans(ray_cluster, tmp_path, read):
     split = read(tmp_path, HEADER + b'42,42\ntrue,vrai\n,vide\nsave,\n"   ",blank\n')
     assert split.counts == {"ok": 2, "empty_source": 2, "empty_target": 1}
     assert ok_pairs(split) == [("42", "42"), ("true", "vrai")]
 
 
-def test_tsv_and_gzip(ray_cluster, tmp_path):
+def test_tsv_and_gzip(ray_cluster, tmp_path, read):
     split = read(tmp_path, b"source\ttarget\nOpen\tOuvrir\nbad line\n", name="c.tsv")
     assert split.counts == {"ok": 1, "wrong_field_count": 1}
     buf = io.BytesIO()
@@ -127,7 +161,7 @@ def test_tsv_and_gzip(ray_cluster, tmp_path):
     assert split.counts == {"ok": 1, "wrong_field_count": 1}
 
 
-def test_tsv_lines_that_start_with_a_quote_are_data(ray_cluster, tmp_path):
+def test_tsv_lines_that_start_with_a_quote_are_data(ray_cluster, tmp_path, read):
     """News text often opens with a quote: in TSV that is text, not CSV quoting, and no line
     is lost or merged with the next."""
     content = (
@@ -146,7 +180,7 @@ def test_tsv_lines_that_start_with_a_quote_are_data(ray_cluster, tmp_path):
     ])  # fmt: skip
 
 
-def test_every_case_in_one_file(ray_cluster, tmp_path):
+def test_every_case_in_one_file(ray_cluster, tmp_path, read):
     content = (
         b"\xef\xbb\xbf"
         + HEADER
@@ -171,13 +205,13 @@ def test_every_case_in_one_file(ray_cluster, tmp_path):
 def test_header_errors_are_clear(ray_cluster, tmp_path):
     (tmp_path / "blank.csv").write_bytes(b"\n\n")
     with pytest.raises(DataError, match=r"blank\.csv: no header line"):
-        classify(str(tmp_path / "blank.csv"), "train", "source", "target")
+        classify(str(tmp_path / "blank.csv"))
     (tmp_path / "one.csv").write_bytes(b"source\nx\n")
     with pytest.raises(
         DataError,
         match=r"one\.csv: column\(s\) \['target'\] not found; the file has columns \['source'\]",
     ):
-        classify(str(tmp_path / "one.csv"), "train", "source", "target")
+        classify(str(tmp_path / "one.csv"))
 
 
 def test_no_usable_rows_fails_before_training(ray_cluster, tmp_path):

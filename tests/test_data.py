@@ -1,100 +1,79 @@
-"""Corpus reading on a real local Ray cluster: strings stay strings, every row is accounted for."""
+"""A block's rows (job.data): statuses, encoding, rejects and the vocabulary's sample. Pure
+pyarrow, no Ray: job.prepare runs these inside Ray tasks (tested in test_prepare)."""
 
 import csv
 
 import pyarrow as pa
-import pyarrow.parquet as pq
-import pytest
 
 from job.config import VocabConfig
-from job.data import classify, encode, write_rejects
-from job.errors import DataError
+from job.data import (
+    classify_block,
+    count_status,
+    encode_block,
+    sample_rows,
+    split_ok,
+    vocab_key,
+    write_rejects,
+)
+from job.datasource import FILE, LINE, RAW, STATUS
 from job.vocab import build_vocab
 
-pytestmark = pytest.mark.integration
+
+def block(rows, status=None):
+    n = len(rows)
+    return pa.table({
+        "source": [r[0] for r in rows], "target": [r[1] for r in rows],
+        STATUS: status or [None] * n, RAW: [None] * n, FILE: ["c.csv"] * n,
+        LINE: list(range(2, n + 2)),
+    })  # fmt: skip
 
 
-def write_csv(path, rows, header=("source", "target")):
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    return str(path)
+def test_numbers_and_booleans_stay_text_and_bad_rows_get_a_reason():
+    rows = [("42", "42"), ("true", "vrai"), ("", "vide"), ("Save", ""), (None, "x"),
+            ("  Open   the\tfile ", "Ouvrir"), ("x", "y")]  # fmt: skip
+    status = [None] * 6 + ["wrong_field_count"]
+    table = classify_block(block(rows, status), "source", "target")
+    assert table.column("status").to_pylist() == [
+        "ok", "ok", "empty_source", "empty_target", "missing_source", "ok", "wrong_field_count",
+    ]  # fmt: skip
+    assert table.column("source").to_pylist()[5] == "Open the file"
+    assert count_status(table) == {"ok": 3, "empty_source": 1, "empty_target": 1,
+                                   "missing_source": 1, "wrong_field_count": 1}  # fmt: skip
+    ok, bad = split_ok(table)
+    assert ok.num_rows == 3 and bad.num_rows == 4
 
 
-def test_numbers_and_booleans_stay_text_and_bad_rows_are_counted(ray_cluster, tmp_path):
-    rows = [
-        ("42", "42"),
-        ("true", "vrai"),
-        ("", "vide"),
-        ("Save", ""),
-        ("Open the file", "Ouvrir le fichier"),
-        ("007", "007"),
-        ("1e5", "1e5"),
-    ]
-    split = classify(write_csv(tmp_path / "c.csv", rows), "train", "source", "target")
-    got = split.ds.take_all()
-    # Ray Data keeps no row order here (none is promised before training shuffles): compare by line.
-    by_line = [r["source"] for r in sorted(got, key=lambda r: r["line"])]
-    assert by_line == ["42", "true", "", "Save", "Open the file", "007", "1e5"]
-    assert split.counts == {"ok": 5, "empty_source": 1, "empty_target": 1}
-    assert split.read == 7 == split.used + sum(v for k, v in split.counts.items() if k != "ok")
-
-    out = tmp_path / "rejects.csv"
-    assert write_rejects(split, str(out)) == 2
-    with open(out, encoding="utf-8", newline="") as f:
-        rejected = list(csv.DictReader(f))
-    assert sorted(r["reason"] for r in rejected) == ["empty_source", "empty_target"]
+def test_rejects_file_names_reason_file_and_line(tmp_path):
+    table = classify_block(block([("a", "b"), ("", "c")]), "source", "target")
+    _, bad = split_ok(table)
+    assert write_rejects([bad], str(tmp_path / "r.csv")) == 1
+    with open(tmp_path / "r.csv", encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows == [{"reason": "empty_source", "file": "c.csv", "line": "3", "source": "",
+                     "target": "c", "raw": ""}]  # fmt: skip
+    assert write_rejects([bad.slice(0, 0)], str(tmp_path / "none.csv")) == 0
+    assert not (tmp_path / "none.csv").exists()
 
 
-def test_too_long_pairs_are_rejected_with_reason(ray_cluster, tmp_path):
-    rows = [
-        ("short one", "court"),
-        (" ".join(["word"] * 50), "mot"),
-        ("fine", " ".join(["mot"] * 50)),
-    ]
-    split = classify(write_csv(tmp_path / "c.csv", rows), "train", "source", "target")
+def test_too_long_pairs_are_rejected_with_reason():
+    rows = [("short one", "court"), (" ".join(["w"] * 50), "mot"), ("fine", " ".join(["m"] * 9))]
     vocab = build_vocab(
         VocabConfig(type="word", vocab_size=100), [([r[0] for r in rows], [r[1] for r in rows])]
     )
-    enc = encode(split, vocab, max_length=10)
-    assert enc.counts == {"ok": 1, "too_long": 2}
-    ok = enc.ok().take_all()
-    assert len(ok) == 1 and list(ok[0]["src_ids"]) == vocab.encode_src(["short one"])[0]
+    key, files = vocab_key(vocab)
+    ok, _ = split_ok(classify_block(block(rows), "source", "target"))
+    table = encode_block(ok, files, key, max_length=10)
+    # a side of 9 tokens + EOS fits in 10; 50 does not
+    assert table.column("status").to_pylist() == ["ok", "too_long", "ok"]
+    assert table.column("src_ids").to_pylist()[0] == vocab.encode_src(["short one"])[0]
 
 
-def test_parquet_and_custom_column_names(ray_cluster, tmp_path):
-    path = tmp_path / "c.parquet"
-    pq.write_table(
-        pa.table({"en": ["Hello", "Bye"], "fr": ["Bonjour", "Au revoir"], "n": [1, 2]}), path
-    )
-    split = classify(str(path), "train", "en", "fr")
-    assert split.counts == {"ok": 2}
-    rows = sorted(split.ds.take_all(), key=lambda r: r["line"])
-    assert [r["target"] for r in rows] == ["Bonjour", "Au revoir"]
-
-
-def test_directory_of_files_is_one_corpus(ray_cluster, tmp_path):
-    d = tmp_path / "shards"
-    d.mkdir()
-    write_csv(d / "a.csv", [("a", "b")] * 3)
-    write_csv(d / "b.csv", [("c", "d")] * 4)
-    assert classify(str(d), "train", "source", "target").read == 7
-
-
-def test_clear_errors_for_missing_path_column_and_empty_file(ray_cluster, tmp_path):
-    with pytest.raises(DataError, match=r"corpus not found: .*nope\.csv"):
-        classify(str(tmp_path / "nope.csv"), "train", "source", "target")
-    path = write_csv(tmp_path / "c.csv", [("a", "b")], header=("en", "fr"))
-    with pytest.raises(DataError) as exc:
-        classify(path, "train", "source", "target")
-    assert "['source', 'target']" in str(exc.value) and "['en', 'fr']" in str(exc.value)
-    empty = write_csv(tmp_path / "e.csv", [])
-    with pytest.raises(DataError, match="empty"):
-        classify(empty, "train", "source", "target")
-
-
-def test_zero_byte_file_is_named(ray_cluster, tmp_path):
-    (tmp_path / "z.csv").write_bytes(b"")
-    with pytest.raises(DataError, match=r"z\.csv: the file is empty"):
-        classify(str(tmp_path / "z.csv"), "train", "source", "target")
+def test_the_sample_is_seeded_bounded_and_keeps_the_smallest_keys():
+    table = classify_block(block([(f"s{i}", f"t{i}") for i in range(1000)]), "source", "target")
+    a = sample_rows(table, rate=0.5, cap=100, seed=[1, 2])
+    assert a == sample_rows(table, rate=0.5, cap=100, seed=[1, 2])
+    assert a != sample_rows(table, rate=0.5, cap=100, seed=[1, 3])
+    assert len(a) == 100 and all(k < 0.5 for k, _, _ in a)
+    everything = sample_rows(table, rate=1.0, cap=10_000, seed=[1, 2])
+    assert len(everything) == 1000 and sorted(a) == sorted(everything)[:100]
+    assert all(s[1:] == t[1:] for _, s, t in everything)  # pairs stay pairs

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -69,9 +70,9 @@ def test_data_counts_add_up(tiny_run):
     rejected = dict(summary["data"]["train"]["rejected"])
     rejected.pop("too_long", None)  # a few tiny-corpus pairs exceed data.max_length
     assert rejected == MESSY_REASONS
-    rejects = os.path.join(summary["run_dir"], "rejects", "train.csv")
-    with open(rejects, encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f))
+    from job.prepare import read_rejects
+
+    rows = read_rejects(summary["run_dir"], "train")
     assert len(rows) == sum(summary["data"]["train"]["rejected"].values())
     assert sorted(int(r["line"]) for r in rows if r["reason"] in MESSY_REASONS) == list(
         range(502, 507)
@@ -116,14 +117,18 @@ def test_existing_run_dir_is_refused_without_resume(tiny_run):
         run_train(cfg)
 
 
-def test_resume_continues_from_the_latest_checkpoint(tiny_run):
+def test_resume_continues_from_the_latest_checkpoint(tiny_run, capsys):
     from job.pipeline import run_train
 
     cfg, first = tiny_run
     before = _metrics_rows(first["run_dir"])
     last_step = max(r["step"] for r in before)
-    more = load_config(None, tiny_overrides(cfg_tmp(cfg), **{"train.epochs": 3}))
+    same_data = {"data.train": cfg.data.train, "train.epochs": 3}
+    more = load_config(None, tiny_overrides(cfg_tmp(cfg), **same_data))
     summary = run_train(more, resume=True)
+    # the prepared data is reused: the corpus is neither read nor tokenised again
+    out = capsys.readouterr().out
+    assert "[data] reusing the prepared data" in out and "read and classified" not in out
     rows = _metrics_rows(summary["run_dir"])
     valid = [r for r in rows if "valid_loss" in r]
     assert len(valid) == 3 and valid[-1]["epoch"] == 3
@@ -134,6 +139,47 @@ def test_resume_continues_from_the_latest_checkpoint(tiny_run):
     new_rows = rows[len(before) :]
     assert not any(r.get("event") == "start" for r in new_rows)  # continued, not restarted
     assert [r["step"] for r in new_rows if r.get("event") == "resume"] == [last_step]
+
+
+def test_resume_refuses_changed_training_data_naming_it(tiny_run, tmp_path):
+    from job.config import ConfigError
+    from job.pipeline import run_train
+
+    cfg, _ = tiny_run
+    other = load_config(None, tiny_overrides(cfg_tmp(cfg)))  # data.train: the clean tiny corpus
+    with pytest.raises(ConfigError, match=r"data\.train: .*train\.csv -> .*tiny_train\.csv"):
+        run_train(other, resume=True)
+
+
+def test_a_new_run_reuses_prepared_data_and_refuses_it_once_an_input_changed(
+    ray_cluster, tiny_run, tmp_path, capsys
+):
+    from job.config import ConfigError
+    from job.pipeline import run_train
+
+    cfg, first = tiny_run
+    prepared = os.path.join(first["run_dir"], "prepared")
+    overrides = {"data.train": cfg.data.train, "data.prepared": prepared, "train.epochs": 1}
+    summary = run_train(load_config(None, tiny_overrides(tmp_path, **overrides)))
+    out = capsys.readouterr().out
+    assert "[data] reusing the prepared data" in out and "read and classified" not in out
+    assert summary["data"]["train"] == first["data"]["train"]
+    with open(os.path.join(summary["run_dir"], "data.json"), encoding="utf-8") as f:
+        assert json.load(f)["prepared"] == prepared
+
+    changed = tmp_path / "train.csv"
+    changed.write_bytes(Path(cfg.data.train).read_bytes() + b"one,more\n")
+    overrides.update({"data.train": str(changed), "name": "other"})
+    with pytest.raises(ConfigError, match=r"data\.train: .* -> .*train\.csv"):
+        run_train(load_config(None, tiny_overrides(tmp_path, **overrides)))
+    overrides["data.train"] = cfg.data.train
+    stat = os.stat(cfg.data.train)
+    os.utime(cfg.data.train)  # the same bytes, touched: refused, naming the file
+    try:
+        with pytest.raises(ConfigError, match=r"train\.csv: changed \(size (\d+) -> \1, modif"):
+            run_train(load_config(None, tiny_overrides(tmp_path, **overrides)))
+    finally:
+        os.utime(cfg.data.train, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
 def test_resume_refuses_a_changed_model_shape(tiny_run):
@@ -173,8 +219,6 @@ def test_early_stopping_and_checkpoint_averaging(ray_cluster, tmp_path):
 
 def cfg_tmp(cfg):
     """The tmp dir a tiny run's storage_path lives in (storage_path = <tmp>/runs)."""
-    from pathlib import Path
-
     return Path(cfg.storage_path).parent
 
 

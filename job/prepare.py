@@ -1,0 +1,257 @@
+"""The corpus prepared once, on the cluster, into Parquet that training streams every epoch.
+
+Two passes of Ray Data tasks over the pieces of each split (job.pieces), spread over every CPU:
+    1. read, normalise, classify: usable rows to `staging/<split>/`, rejected ones written by
+       the task to `rejects/<split>/<piece>.csv`, counts and a bounded random sample returned;
+    2. encode with the vocabulary (built on the driver from the sample): id lists to
+       `prepared/<split>/<piece>.parquet` (valid keeps its reference text), pairs over
+       data.max_length to `rejects/<split>/<piece>.too_long.csv`.
+Only counts and the sample (at most vocab.max_sentences sentences) reach the driver. The
+manifest (job.manifest) written last says what the prepared data was made from.
+"""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import io
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray.data
+
+from job import storage
+from job.config import ParallelFiles
+from job.corpus import open_corpus
+from job.data import (
+    ENCODED,
+    classify_block,
+    count_status,
+    encode_block,
+    sample_rows,
+    split_ok,
+    vocab_key,
+    write_parquet,
+    write_rejects,
+)
+from job.errors import DataError, UserError
+from job.pieces import PIECE_BYTES, Piece, PieceRead, plan, read_piece
+from job.text import OK
+from job.vocab import Vocabulary
+
+SAMPLE_OVERDRAW = 1.1  # sample rate margin over (sample size / estimated rows)
+
+
+@dataclass
+class SplitData:
+    """A split after a pass: counts by status, and its Parquet parts with their row counts."""
+
+    name: str
+    path: str
+    counts: Counter = field(default_factory=Counter)
+    parts: list[tuple[str, int]] = field(default_factory=list)  # (file, rows)
+
+    @property
+    def read(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def used(self) -> int:
+        return self.counts.get(OK, 0)
+
+    def summary(self) -> dict:
+        rejected = {k: v for k, v in sorted(self.counts.items()) if k != OK}
+        return {"path": self.path, "read": self.read, "used": self.used, "rejected": rejected}
+
+
+@dataclass
+class Sample:
+    """The vocabulary's sample: `size` pairs at most, drawn at `rate` per usable row."""
+
+    size: int
+    rate: float
+    seed: int
+    rows: list[tuple] = field(default_factory=list)  # (key, source, target)
+
+    def add(self, rows: list) -> None:
+        self.rows = heapq.nsmallest(self.size, self.rows + [tuple(r) for r in rows])
+
+    def pairs(self) -> tuple[list[str], list[str]]:
+        return [r[1] for r in self.rows], [r[2] for r in self.rows]
+
+
+def _classify_piece(item, pieces, name, columns, text_columns, work, keep, sample) -> dict:
+    index = item["i"]
+    piece: Piece = pieces[index]
+    part = f"{index:06d}"
+    read = PieceRead()
+    counts, ok_parts, bad_parts, drawn = Counter(), [], [], []
+    tgt_col = text_columns[1] if len(text_columns) > 1 else None
+    for block in read_piece(piece, columns, columns, read):
+        table = classify_block(block, text_columns[0], tgt_col)
+        counts += count_status(table)
+        ok, bad = split_ok(table)
+        bad_parts.append(bad)
+        if keep:
+            ok_parts.append(ok)
+        if sample is not None:
+            size, rate, seed = sample
+            drawn += sample_rows(ok, rate, size, [seed, index, len(drawn)])
+    write_rejects(bad_parts, storage.join(work["rejects"], f"{part}.csv"))
+    rows = sum(t.num_rows for t in ok_parts)
+    out = storage.join(work["staging"], f"{part}.parquet")
+    if rows:
+        write_parquet(pa.concat_tables(ok_parts), out)
+    drawn = heapq.nsmallest(sample[0], drawn) if sample is not None else []
+    result = {"counts": counts, "landed": read.landed, "part": out if rows else None, "rows": rows}
+    return {"i": index, "result": json.dumps({**result, "sample": drawn})}
+
+
+def _run(items: list[dict], fn, fn_kwargs: dict):
+    """Run fn over items as Ray Data tasks (one item per task, a CPU each); yield results."""
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    for row in ds.map(
+        _user_errors_returned, fn_kwargs={"fn": fn, **fn_kwargs}, num_cpus=1
+    ).iter_rows():
+        result = json.loads(row["result"])
+        if "error" in result:  # a bad input found inside a task: the user's one-line error
+            raise DataError(result["error"])
+        yield row["i"], result
+
+
+def _user_errors_returned(item, fn, **kwargs) -> dict:
+    """fn(item), or the message of the UserError it raised: Ray Data wraps an exception raised
+    in a map task in one that keeps only its text."""
+    try:
+        return fn(item, **kwargs)
+    except UserError as exc:
+        return {"i": item["i"], "result": json.dumps({"error": exc.message})}
+
+
+def classify_split(
+    path: str | ParallelFiles,
+    name: str,
+    text_columns: list[str],
+    run_dir: str,
+    *,
+    keep: bool = True,
+    sample: Sample | None = None,
+    piece_bytes: int = PIECE_BYTES,
+) -> SplitData:
+    """Pass 1 over a split (see the module docstring). A CSV file whose pieces disagree about
+    where records start (a stray quote) is read again as one piece."""
+    corpus = open_corpus(path, text_columns)
+    pieces = plan(corpus, piece_bytes)
+    work = {
+        "rejects": storage.join(run_dir, "rejects", name),
+        "staging": storage.join(run_dir, "staging", name),
+    }
+    kwargs = {
+        "pieces": pieces, "name": name, "columns": corpus.columns, "text_columns": text_columns,
+        "work": work, "keep": keep,
+        "sample": None if sample is None else (sample.size, sample.rate, sample.seed),
+    }  # fmt: skip
+    results = dict(_run([{"i": i} for i in range(len(pieces))], _classify_piece, kwargs))
+    redo = sorted({pieces[i].file for i, r in results.items() if not r["landed"]})
+    for file in redo:
+        mine = [i for i, p in enumerate(pieces) if p.file == file]
+        for i in mine:
+            _forget(results.pop(i), storage.join(work["rejects"], f"{i:06d}.csv"))
+        pieces[mine[0]] = pieces[mine[0]].whole()
+        results.update(_run([{"i": mine[0]}], _classify_piece, kwargs))
+    split = SplitData(name, str(path))
+    for i in sorted(results):
+        r = results[i]
+        split.counts.update(r["counts"])
+        if r["part"]:
+            split.parts.append((r["part"], r["rows"]))
+        if sample is not None:
+            sample.add(r["sample"])
+    if split.read == 0:
+        raise DataError(f"{path}: the {name} corpus is empty (no rows under the header)")
+    return split
+
+
+def _forget(result: dict, rejects: str) -> None:
+    for path in (result["part"], rejects):
+        if path and storage.exists(path):
+            storage.delete(path)
+
+
+def _encode_part(item, parts, out_dir, rejects_dir, files, key, max_length, columns) -> dict:
+    index = item["i"]
+    path = parts[index]
+    name = path.rsplit("/", 1)[-1].removesuffix(".parquet")
+    fs, p = storage.fs_and_path(path)
+    with fs.open_input_file(p) as f:
+        table = encode_block(pq.read_table(f), files, key, max_length)
+    ok, bad = split_ok(table)
+    write_rejects([bad], storage.join(rejects_dir, f"{name}.too_long.csv"))
+    out = storage.join(out_dir, f"{name}.parquet")
+    if ok.num_rows:
+        write_parquet(ok.select(list(columns)), out)
+    result = {"counts": count_status(table), "part": out if ok.num_rows else None}
+    return {"i": index, "result": json.dumps({**result, "rows": ok.num_rows})}
+
+
+def encode_split(
+    split: SplitData, vocab: Vocabulary, max_length: int, run_dir: str, out_dir: str
+) -> SplitData:
+    """Pass 2: encode a classified split into out_dir; its staging parts are then deleted."""
+    key, files = vocab_key(vocab)
+    columns = ENCODED + (("target",) if split.name != "train" else ())
+    kwargs = {
+        "parts": [p for p, _ in split.parts], "out_dir": out_dir,
+        "rejects_dir": storage.join(run_dir, "rejects", split.name),
+        "files": files, "key": key, "max_length": max_length, "columns": columns,
+    }  # fmt: skip
+    out = SplitData(split.name, split.path, Counter(split.counts))
+    out.counts[OK] = 0
+    items = [{"i": i} for i in range(len(split.parts))]
+    for _, r in sorted(_run(items, _encode_part, kwargs) if items else []):
+        out.counts.update(r["counts"])
+        if r["part"]:
+            out.parts.append((r["part"], r["rows"]))
+    for path, _ in split.parts:
+        storage.delete(path)
+    return out
+
+
+def sample_for(path, text_columns: list[str], max_sentences: int, seed: int) -> Sample:
+    """The vocabulary's sample of a corpus: max_sentences sentences (both sides count), drawn
+    at a rate set from the corpus's estimated rows (whole files when unknown)."""
+    size = max(1, max_sentences // 2)
+    rows = open_corpus(path, text_columns).estimate_rows()
+    rate = 1.0 if not rows else min(1.0, SAMPLE_OVERDRAW * size / rows)
+    return Sample(size, rate, seed)
+
+
+def timed(label: str, started: float) -> float:
+    now = time.perf_counter()
+    print(f"[data] {label} in {now - started:.1f}s", flush=True)
+    return now
+
+
+def read_rejects(run_dir: str, split: str) -> list[dict]:
+    """Every rejected row of a split (the CSV parts under rejects/<split>/), as dicts."""
+    directory = storage.join(run_dir, "rejects", split)
+    rows: list[dict] = []
+    for name in sorted(storage.list_dir(directory)):
+        if name.endswith(".csv"):
+            text = storage.read_text(storage.join(directory, name))
+            rows += list(csv.DictReader(io.StringIO(text, newline="")))
+    return rows
+
+
+def read_parts(parts: list[tuple[str, int]]) -> pa.Table | None:
+    """A split's Parquet parts as one table (for tests and small splits)."""
+    tables = []
+    for path, _ in parts:
+        fs, p = storage.fs_and_path(path)
+        with fs.open_input_file(p) as f:
+            tables.append(pq.read_table(f))
+    return pa.concat_tables(tables) if tables else None
