@@ -30,6 +30,12 @@ def _add_ray_args(p: argparse.ArgumentParser) -> None:
         help="Ray cluster address (default: $RAY_ADDRESS, else an embedded local cluster)",
     )
     p.add_argument("--verbose", action="store_true", help="show Ray's own logs and progress bars")
+    p.add_argument(
+        "--num-cpus",
+        type=int,
+        default=None,
+        help="CPUs of the embedded local cluster (default: all of this machine's)",
+    )
 
 
 def _add_output_args(p: argparse.ArgumentParser) -> None:
@@ -225,7 +231,7 @@ def _cmd_train(args) -> dict:
     from job.runtime import init_ray
 
     cfg = load_config(args.config, args.overrides)
-    init_ray(args.address, args.verbose)
+    init_ray(args.address, args.verbose, args.num_cpus)
     return run_train(cfg, resume=args.resume)
 
 
@@ -245,7 +251,7 @@ def _bulk(args, task: str, output: str, reference_column: str | None = None) -> 
             raise ConfigError("--sampling draws one translation: drop --nbest / --beam")
     if getattr(args, "alignments", False) and ckpt_cfg.model.attention == "none":
         raise ConfigError("--alignments needs a model with attention (model.attention: luong)")
-    init_ray(args.address, args.verbose)
+    init_ray(args.address, args.verbose, args.num_cpus)
     options = BulkOptions(
         task=task,
         column=getattr(args, "source_column", None) or args.column,

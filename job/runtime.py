@@ -14,9 +14,11 @@ import ray
 LIGHT_TASK = {"num_cpus": 0.25}
 
 
-def init_ray(address: str | None = None, verbose: bool = False) -> None:
+def init_ray(
+    address: str | None = None, verbose: bool = False, num_cpus: int | None = None
+) -> None:
     """Connect to the cluster in RAY_ADDRESS / --address (ray job submit sets it), else start an
-    embedded local cluster sized to this machine."""
+    embedded local cluster sized to this machine (or to num_cpus)."""
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
@@ -30,7 +32,11 @@ def init_ray(address: str | None = None, verbose: bool = False) -> None:
         # one with `ray start --head` and point RAY_ADDRESS at it to watch a run there.
         _choose_token_auth()
         ray.init(
-            address="local", include_dashboard=False, logging_level=level, log_to_driver=verbose
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            logging_level=level,
+            log_to_driver=verbose,
         )
     # Ray Data's execution plans and its "progress bars disabled" notices are noise here.
     logging.getLogger("ray.data").setLevel(logging.INFO if verbose else logging.ERROR)
