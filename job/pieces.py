@@ -76,6 +76,16 @@ class Piece:
         return replace(self, index=0, count=1, start=None, end=None, header=None)
 
 
+MIN_PIECE_BYTES = 1 << 20
+
+
+def piece_size(corpus: Corpus, piece_bytes: int, cpus: float) -> int:
+    """At most piece_bytes, and small enough for two pieces per CPU of the cluster (1 MB at the
+    least): a corpus of a few files spreads over every CPU too."""
+    total = sum(_size(f) for f in corpus.files) if corpus.fmt != "parquet" else 0
+    return int(min(piece_bytes, max(MIN_PIECE_BYTES, total / max(1.0, 2 * cpus))))
+
+
 def plan(corpus: Corpus, piece_bytes: int = PIECE_BYTES) -> list[Piece]:
     """The pieces of a corpus's files, in file order."""
     out: list[Piece] = []

@@ -31,9 +31,9 @@ from job.manifest import (
     what_it_was_made_from,
     write_manifest,
 )
-from job.prepare import classify_split, encode_split, sample_for, timed
+from job.prepare import build_vocab_on_cluster, classify_split, encode_split, sample_for, timed
 from job.trainer import fit
-from job.vocab import VOCAB_DIR, Vocabulary, build_vocab
+from job.vocab import VOCAB_DIR, Vocabulary
 
 # Keys whose change makes an existing checkpoint unusable (resume refuses them).
 CHECKPOINT_SHAPING_KEYS = ("vocab", "model")
@@ -148,9 +148,9 @@ def _prepare(cfg: Config, directory: str, vocab: Vocabulary | None):
     read = sum(s.read for s in splits.values())
     clock = timed(f"read and classified {read} rows", clock)
     if vocab is None:
-        vocab = build_vocab(cfg.vocab, [sample.pairs()])
+        vocab = build_vocab_on_cluster(cfg.vocab, sample)
         clock = timed(
-            f"built {vocab.kind} vocabulary from {len(sample.rows)} sampled pairs: "
+            f"built {vocab.kind} vocabulary from {min(sample.count(), sample.size)} sampled pairs: "
             f"{vocab.src_size} source / {vocab.tgt_size} target tokens",
             clock,
         )

@@ -2,11 +2,13 @@
 
 Two passes of Ray Data tasks over the pieces of each split (job.pieces), spread over every CPU:
     1. read, normalise, classify: usable rows to `staging/<split>/`, rejected ones written by
-       the task to `rejects/<split>/<piece>.csv`, counts and a bounded random sample returned;
+       the task to `rejects/<split>/<piece>.csv`, a bounded random sample to
+       `staging/sample/`, counts returned;
     2. encode with the vocabulary (built on the driver from the sample): id lists to
        `prepared/<split>/<piece>.parquet` (valid keeps its reference text), pairs over
        data.max_length to `rejects/<split>/<piece>.too_long.csv`.
-Only counts and the sample (at most vocab.max_sentences sentences) reach the driver. The
+Only counts, and the sample (at most vocab.max_sentences sentences, streamed into the
+vocabulary trainer), reach the driver. The
 manifest (job.manifest) written last says what the prepared data was made from.
 """
 
@@ -18,14 +20,17 @@ import io
 import json
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray.data
 
 from job import storage
-from job.config import ParallelFiles
+from job.config import ParallelFiles, VocabConfig
 from job.corpus import open_corpus
 from job.data import (
     ENCODED,
@@ -38,10 +43,10 @@ from job.data import (
     write_parquet,
     write_rejects,
 )
-from job.errors import DataError, UserError
-from job.pieces import PIECE_BYTES, Piece, PieceRead, plan, read_piece
+from job.errors import DataError, UserError, user_error_of
+from job.pieces import PIECE_BYTES, Piece, PieceRead, piece_size, plan, read_piece
 from job.text import OK
-from job.vocab import Vocabulary
+from job.vocab import Vocabulary, build_vocab
 
 SAMPLE_OVERDRAW = 1.1  # sample rate margin over (sample size / estimated rows)
 
@@ -70,18 +75,41 @@ class SplitData:
 
 @dataclass
 class Sample:
-    """The vocabulary's sample: `size` pairs at most, drawn at `rate` per usable row."""
+    """The vocabulary's sample: `size` pairs at most, drawn at `rate` per usable row. Each task
+    writes the rows it drew with their random keys; the `size` smallest keys of all of them are a
+    uniform sample of the corpus (bottom-k sampling)."""
 
     size: int
     rate: float
     seed: int
-    rows: list[tuple] = field(default_factory=list)  # (key, source, target)
+    parts: list[str] = field(default_factory=list)
 
-    def add(self, rows: list) -> None:
-        self.rows = heapq.nsmallest(self.size, self.rows + [tuple(r) for r in rows])
+    def threshold(self) -> float:
+        """The largest key kept (only the keys are read here)."""
+        keys = [read_parts([(p, 0)], ["key"]).column("key").to_numpy() for p in self.parts]
+        keys = np.concatenate(keys) if keys else np.zeros(0)
+        return (
+            float(np.partition(keys, self.size - 1)[self.size - 1])
+            if len(keys) > self.size
+            else 2.0
+        )
 
-    def pairs(self) -> tuple[list[str], list[str]]:
-        return [r[1] for r in self.rows], [r[2] for r in self.rows]
+    def batches(self) -> Iterator[tuple[list[str], list[str]]]:
+        """(sources, targets) of the kept rows, part by part, for the vocabulary trainer."""
+        limit = self.threshold()
+        for path in self.parts:
+            table = read_parts([(path, 0)])
+            table = table.filter(pc.less_equal(table.column("key"), limit))
+            yield table.column("source").to_pylist(), table.column("target").to_pylist()
+
+    def count(self) -> int:
+        """Rows drawn (before keeping the `size` smallest keys)."""
+        total = 0
+        for path in self.parts:
+            fs, p = storage.fs_and_path(path)
+            with fs.open_input_file(p) as f:
+                total += pq.ParquetFile(f).metadata.num_rows
+        return total
 
 
 def _classify_piece(item, pieces, name, columns, text_columns, work, keep, sample) -> dict:
@@ -101,14 +129,18 @@ def _classify_piece(item, pieces, name, columns, text_columns, work, keep, sampl
         if sample is not None:
             size, rate, seed = sample
             drawn += sample_rows(ok, rate, size, [seed, index, len(drawn)])
+            drawn = heapq.nsmallest(size, drawn)
     write_rejects(bad_parts, storage.join(work["rejects"], f"{part}.csv"))
     rows = sum(t.num_rows for t in ok_parts)
     out = storage.join(work["staging"], f"{part}.parquet")
     if rows:
         write_parquet(pa.concat_tables(ok_parts), out)
-    drawn = heapq.nsmallest(sample[0], drawn) if sample is not None else []
+    drawn_to = storage.join(work["sample"], f"{part}.parquet")
+    if drawn:
+        keys, src, tgt = zip(*drawn)
+        write_parquet(pa.table({"key": keys, "source": src, "target": tgt}), drawn_to)
     result = {"counts": counts, "landed": read.landed, "part": out if rows else None, "rows": rows}
-    return {"i": index, "result": json.dumps({**result, "sample": drawn})}
+    return {"i": index, "result": json.dumps({**result, "sample": drawn_to if drawn else None})}
 
 
 def _run(items: list[dict], fn, fn_kwargs: dict):
@@ -145,10 +177,11 @@ def classify_split(
     """Pass 1 over a split (see the module docstring). A CSV file whose pieces disagree about
     where records start (a stray quote) is read again as one piece."""
     corpus = open_corpus(path, text_columns)
-    pieces = plan(corpus, piece_bytes)
+    pieces = plan(corpus, piece_size(corpus, piece_bytes, ray.cluster_resources().get("CPU", 1)))
     work = {
         "rejects": storage.join(run_dir, "rejects", name),
         "staging": storage.join(run_dir, "staging", name),
+        "sample": storage.join(run_dir, "staging", "sample"),
     }
     kwargs = {
         "pieces": pieces, "name": name, "columns": corpus.columns, "text_columns": text_columns,
@@ -160,7 +193,8 @@ def classify_split(
     for file in redo:
         mine = [i for i, p in enumerate(pieces) if p.file == file]
         for i in mine:
-            _forget(results.pop(i), storage.join(work["rejects"], f"{i:06d}.csv"))
+            result = results.pop(i)
+            _forget(result["part"], result["sample"], storage.join(work["rejects"], f"{i:06d}.csv"))
         pieces[mine[0]] = pieces[mine[0]].whole()
         results.update(_run([{"i": mine[0]}], _classify_piece, kwargs))
     split = SplitData(name, str(path))
@@ -169,15 +203,15 @@ def classify_split(
         split.counts.update(r["counts"])
         if r["part"]:
             split.parts.append((r["part"], r["rows"]))
-        if sample is not None:
-            sample.add(r["sample"])
+        if sample is not None and r["sample"]:
+            sample.parts.append(r["sample"])
     if split.read == 0:
         raise DataError(f"{path}: the {name} corpus is empty (no rows under the header)")
     return split
 
 
-def _forget(result: dict, rejects: str) -> None:
-    for path in (result["part"], rejects):
+def _forget(*paths: str | None) -> None:
+    for path in paths:
         if path and storage.exists(path):
             storage.delete(path)
 
@@ -221,6 +255,27 @@ def encode_split(
     return out
 
 
+@ray.remote
+def _vocab_task(cfg: VocabConfig, sample: Sample, threads: int) -> dict[str, bytes]:
+    return build_vocab(cfg, sample.batches(), num_threads=threads).to_files()
+
+
+def build_vocab_on_cluster(cfg: VocabConfig, sample: Sample) -> Vocabulary:
+    """The vocabulary trained once, in one Ray task that holds the CPUs of the largest node (the
+    trainer's threads), streaming the sample's parts: the driver, often a small head node, holds
+    neither the sample nor the trainer's memory."""
+    cpus = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=1)
+    threads = max(1, int(cpus))
+    task = _vocab_task.options(num_cpus=threads)
+    try:
+        return Vocabulary.from_files(ray.get(task.remote(cfg, sample, threads)))
+    except ray.exceptions.RayTaskError as exc:
+        error = user_error_of(exc)  # e.g. a vocab_size the sample cannot fill
+        if error is None:
+            raise
+        raise error from None
+
+
 def sample_for(path, text_columns: list[str], max_sentences: int, seed: int) -> Sample:
     """The vocabulary's sample of a corpus: max_sentences sentences (both sides count), drawn
     at a rate set from the corpus's estimated rows (whole files when unknown)."""
@@ -247,11 +302,11 @@ def read_rejects(run_dir: str, split: str) -> list[dict]:
     return rows
 
 
-def read_parts(parts: list[tuple[str, int]]) -> pa.Table | None:
+def read_parts(parts: list[tuple[str, int]], columns: list[str] | None = None) -> pa.Table | None:
     """A split's Parquet parts as one table (for tests and small splits)."""
     tables = []
     for path, _ in parts:
         fs, p = storage.fs_and_path(path)
         with fs.open_input_file(p) as f:
-            tables.append(pq.read_table(f))
+            tables.append(pq.read_table(f, columns=columns))
     return pa.concat_tables(tables) if tables else None

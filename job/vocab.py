@@ -182,11 +182,16 @@ class WordVocab(Vocabulary):
         return {META_FILE: json.dumps(meta, ensure_ascii=False).encode()}
 
 
-def build_vocab(cfg: VocabConfig, pairs: Iterable[tuple[list[str], list[str]]]) -> Vocabulary:
-    """Build a vocabulary from batches of (source sentences, target sentences)."""
+def build_vocab(
+    cfg: VocabConfig,
+    pairs: Iterable[tuple[list[str], list[str]]],
+    num_threads: int | None = None,
+) -> Vocabulary:
+    """Build a vocabulary from batches of (source sentences, target sentences); SentencePiece
+    trains with num_threads threads (default: every core of this machine)."""
     if cfg.type == "word":
         return _build_words(cfg, pairs)
-    return _build_sentencepiece(cfg, pairs)
+    return _build_sentencepiece(cfg, pairs, num_threads or os.cpu_count() or 1)
 
 
 def _build_words(cfg: VocabConfig, pairs) -> WordVocab:
@@ -206,7 +211,7 @@ def _build_words(cfg: VocabConfig, pairs) -> WordVocab:
     return WordVocab(top(src), top(tgt))
 
 
-def _build_sentencepiece(cfg: VocabConfig, pairs) -> SentencePieceVocab:
+def _build_sentencepiece(cfg: VocabConfig, pairs, num_threads: int) -> SentencePieceVocab:
     def sentences() -> Iterator[str]:
         for s_batch, t_batch in pairs:
             yield from s_batch
@@ -231,7 +236,7 @@ def _build_sentencepiece(cfg: VocabConfig, pairs) -> SentencePieceVocab:
             bos_id=BOS,
             eos_id=EOS,
             max_sentence_length=1 << 16,
-            num_threads=os.cpu_count() or 1,
+            num_threads=num_threads,
             minloglevel=2,
             hard_vocab_limit=False,
         )

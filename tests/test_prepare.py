@@ -65,7 +65,10 @@ def test_the_vocabulary_sample_is_bounded_seeded_and_from_the_whole_corpus(ray_c
         assert sample.size == 500 and 0 < sample.rate < 1
         classify_split(path, "train", COLS, str(tmp_path / f"run{seed}"), sample=sample,
                        piece_bytes=2000)  # fmt: skip
-        return sample.pairs()
+        src, tgt = [], []
+        for s, t in sample.batches():
+            src, tgt = src + s, tgt + t
+        return src, tgt
 
     first = draw(1)
     assert len(first[0]) == 500 and first == draw(1) and first != draw(2)
@@ -74,11 +77,18 @@ def test_the_vocabulary_sample_is_bounded_seeded_and_from_the_whole_corpus(ray_c
     assert all(s.split()[1] == t.split()[1] for s, t in zip(*first))
 
 
-def test_sample_keeps_the_smallest_keys():
+def test_sample_keeps_the_smallest_keys_of_every_task(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     sample = Sample(size=2, rate=1.0, seed=0)
-    sample.add([[0.5, "a", "b"], [0.1, "c", "d"]])
-    sample.add([[0.3, "e", "f"], [0.9, "g", "h"]])
-    assert sample.pairs() == (["c", "e"], ["d", "f"])
+    for name, rows in (("a", [[0.5, "a", "b"], [0.1, "c", "d"]]), ("b", [[0.3, "e", "f"]])):
+        path = str(tmp_path / f"{name}.parquet")
+        keys, src, tgt = zip(*rows)
+        pq.write_table(pa.table({"key": keys, "source": src, "target": tgt}), path)
+        sample.parts.append(path)
+    assert sample.count() == 3 and sample.threshold() == 0.3
+    assert list(sample.batches()) == [(["c"], ["d"]), (["e"], ["f"])]
 
 
 def test_a_stray_quote_makes_its_file_read_again_whole(ray_cluster, tmp_path):
