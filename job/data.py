@@ -78,19 +78,23 @@ def write_parquet(table: pa.Table, path: str) -> None:
         pq.write_table(table, sink, compression="zstd")
 
 
-def sample_rows(table: pa.Table, rate: float, cap: int, seed: list[int]) -> list[tuple]:
-    """A seeded Bernoulli sample of usable rows for the vocabulary: (key, source, target) with a
-    uniform random key, the `cap` smallest keys at most. The driver keeps the smallest keys of
-    all blocks, which makes a uniform sample of the whole corpus (bottom-k sampling)."""
-    if not table.num_rows or rate <= 0:
-        return []
-    keys = np.random.default_rng(seed).random(table.num_rows)
-    chosen = np.nonzero(keys < rate)[0]
-    if len(chosen) > cap:
-        chosen = chosen[np.argsort(keys[chosen])[:cap]]
-    src = table.column("source").take(chosen).to_pylist()
-    tgt = table.column("target").take(chosen).to_pylist()
-    return list(zip(keys[chosen].tolist(), src, tgt))
+def sample_rows(table: pa.Table, rate: float, cap: int, seed: list[int]) -> pa.Table:
+    """A seeded Bernoulli sample of usable rows for the vocabulary: columns key (uniform random),
+    source, target; the `cap` smallest keys at most. The driver keeps the smallest keys of all
+    blocks, which makes a uniform sample of the whole corpus (bottom-k sampling)."""
+    keys = pa.array(np.random.default_rng(seed).random(table.num_rows))
+    chosen = pc.less(keys, rate)
+    drawn = pa.table({
+        "key": keys.filter(chosen), "source": table.column("source").filter(chosen),
+        "target": table.column("target").filter(chosen),
+    })  # fmt: skip
+    return smallest_keys(drawn, cap)
+
+
+def smallest_keys(table: pa.Table, cap: int) -> pa.Table:
+    if table.num_rows <= cap:
+        return table
+    return table.take(pc.sort_indices(table.column("key"))[:cap])
 
 
 @functools.lru_cache(maxsize=4)

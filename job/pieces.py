@@ -183,10 +183,11 @@ def _exact_start(f, span: Span | None, quoted: bool) -> tuple[int, int | None]:
     when there is none before the end of the file (the offset is then the file's size)."""
     if span is None:
         return 0, 1
+    size = f.size()
     f.seek(span.offset - 1)
     parity = span.quotes % 2 if quoted else 0  # quote characters before span.offset
     if f.read(1) == b"\n" and not parity:
-        return span.offset, span.newlines + 1
+        return span.offset, span.newlines + 1 if span.offset < size else None
     newlines, pos = span.newlines, span.offset
     while True:
         chunk = f.read(1 << 20)
@@ -198,7 +199,8 @@ def _exact_start(f, span: Span | None, quoted: bool) -> tuple[int, int | None]:
                 continue
             newlines += 1
             if not parity:
-                return pos + m.end(), newlines + 1
+                at = pos + m.end()
+                return at, newlines + 1 if at < size else None
         pos += len(chunk)
 
 

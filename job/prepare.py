@@ -15,7 +15,6 @@ manifest (job.manifest) written last says what the prepared data was made from.
 from __future__ import annotations
 
 import csv
-import heapq
 import io
 import json
 import time
@@ -38,6 +37,7 @@ from job.data import (
     count_status,
     encode_block,
     sample_rows,
+    smallest_keys,
     split_ok,
     vocab_key,
     write_parquet,
@@ -119,7 +119,7 @@ def _classify_piece(item, pieces, name, columns, text_columns, work, keep, sampl
     read = PieceRead()
     counts, ok_parts, bad_parts, drawn = Counter(), [], [], []
     tgt_col = text_columns[1] if len(text_columns) > 1 else None
-    for block in read_piece(piece, columns, columns, read):
+    for number, block in enumerate(read_piece(piece, columns, columns, read)):
         table = classify_block(block, text_columns[0], tgt_col)
         counts += count_status(table)
         ok, bad = split_ok(table)
@@ -128,17 +128,18 @@ def _classify_piece(item, pieces, name, columns, text_columns, work, keep, sampl
             ok_parts.append(ok)
         if sample is not None:
             size, rate, seed = sample
-            drawn += sample_rows(ok, rate, size, [seed, index, len(drawn)])
-            drawn = heapq.nsmallest(size, drawn)
+            drawn.append(sample_rows(ok, rate, size, [seed, index, number]))
+            drawn = [smallest_keys(pa.concat_tables(drawn), size)]
     write_rejects(bad_parts, storage.join(work["rejects"], f"{part}.csv"))
     rows = sum(t.num_rows for t in ok_parts)
     out = storage.join(work["staging"], f"{part}.parquet")
     if rows:
         write_parquet(pa.concat_tables(ok_parts), out)
     drawn_to = storage.join(work["sample"], f"{part}.parquet")
-    if drawn:
-        keys, src, tgt = zip(*drawn)
-        write_parquet(pa.table({"key": keys, "source": src, "target": tgt}), drawn_to)
+    if drawn and drawn[0].num_rows:
+        write_parquet(drawn[0], drawn_to)
+    else:
+        drawn = None
     result = {"counts": counts, "landed": read.landed, "part": out if rows else None, "rows": rows}
     return {"i": index, "result": json.dumps({**result, "sample": drawn_to if drawn else None})}
 

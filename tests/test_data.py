@@ -71,9 +71,12 @@ def test_too_long_pairs_are_rejected_with_reason():
 def test_the_sample_is_seeded_bounded_and_keeps_the_smallest_keys():
     table = classify_block(block([(f"s{i}", f"t{i}") for i in range(1000)]), "source", "target")
     a = sample_rows(table, rate=0.5, cap=100, seed=[1, 2])
-    assert a == sample_rows(table, rate=0.5, cap=100, seed=[1, 2])
-    assert a != sample_rows(table, rate=0.5, cap=100, seed=[1, 3])
-    assert len(a) == 100 and all(k < 0.5 for k, _, _ in a)
+    assert a.equals(sample_rows(table, rate=0.5, cap=100, seed=[1, 2]))
+    assert not a.equals(sample_rows(table, rate=0.5, cap=100, seed=[1, 3]))
+    keys = a.column("key").to_pylist()
+    assert a.num_rows == 100 and keys == sorted(keys) and max(keys) < 0.5
     everything = sample_rows(table, rate=1.0, cap=10_000, seed=[1, 2])
-    assert len(everything) == 1000 and sorted(a) == sorted(everything)[:100]
-    assert all(s[1:] == t[1:] for _, s, t in everything)  # pairs stay pairs
+    assert everything.num_rows == 1000
+    assert keys == sorted(everything.column("key").to_pylist())[:100]
+    pairs = zip(everything.column("source").to_pylist(), everything.column("target").to_pylist())
+    assert all(s[1:] == t[1:] for s, t in pairs)
