@@ -32,6 +32,7 @@ from job.manifest import (
     write_manifest,
 )
 from job.prepare import build_vocab_on_cluster, classify_split, encode_split, sample_for, timed
+from job.runtime import check_shared_storage
 from job.trainer import fit
 from job.vocab import VOCAB_DIR, Vocabulary
 
@@ -193,6 +194,7 @@ def _relative(path: str, directory: str) -> str:
 
 def run_train(cfg: Config, resume: bool = False) -> dict:
     started = time.perf_counter()
+    check_shared_storage(cfg.storage_path)
     vocab = _check_run_dir(cfg, resume)
     manifest, directory, vocab = prepare_data(cfg, vocab)
     storage.makedirs(cfg.run_dir)

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from job.errors import ConfigError
 
 # Reading, normalising, filtering and encoding are light next to training and decoding; asking
 # Ray for a quarter CPU each keeps them schedulable while Train workers or translator actors
@@ -53,3 +57,43 @@ def _choose_token_auth() -> None:
     if "RAY_AUTH_MODE" not in os.environ:
         os.environ["RAY_AUTH_MODE"] = "token"
         ray._raylet.Config.initialize("")
+
+
+@ray.remote(num_cpus=0)
+def _sees(path: str) -> bool:
+    return os.path.exists(path)
+
+
+def nodes_missing(path: str) -> list[str]:
+    """The alive nodes (by address) on which `path` does not exist, asked by a task on each."""
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    checks = [
+        _sees.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+        ).remote(path)
+        for n in nodes
+    ]
+    seen = ray.get(checks, timeout=120)
+    return [n["NodeManagerAddress"] for n, ok in zip(nodes, seen) if not ok]
+
+
+def check_shared_storage(storage_path: str, min_nodes: int = 2) -> None:
+    """A local storage_path on a cluster of min_nodes nodes or more must be a directory every
+    node sees (an NFS mount): the workers read the prepared data there and Ray Train writes the
+    checkpoints there. Checked before anything is read, with a marker file that a task on each
+    node looks for; a URI (s3://, gs://) is reachable by construction."""
+    if "://" in storage_path or len([n for n in ray.nodes() if n["Alive"]]) < min_nodes:
+        return
+    os.makedirs(storage_path, exist_ok=True)
+    marker = os.path.join(storage_path, f".reachable-{uuid.uuid4().hex[:8]}")
+    open(marker, "w").close()
+    try:
+        missing = nodes_missing(marker)
+    finally:
+        os.remove(marker)
+    if missing:
+        raise ConfigError(
+            f"storage_path {storage_path} is a local directory that node(s) "
+            f"{', '.join(missing)} cannot see; on a multi-node cluster set storage_path to an "
+            "s3:// or gs:// URI, or to a directory every node mounts (NFS)"
+        )
