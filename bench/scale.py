@@ -125,8 +125,6 @@ def train(cwd: Path, args: list[str], metrics: Path | None, env: dict) -> dict:
         m = re.search(pattern, text)
         if m:
             result[f"{stage}_s"] = float(m.groups()[-1])
-    m = re.search(r"\[data\] prepared in ([\d.]+)s", text)  # the old code's only stage line
-    result["prepared_s"] = float(m.group(1)) if m else result.get("prepared_s")
     return result
 
 

@@ -21,7 +21,7 @@ from job.runtime import LIGHT_TASK
 
 _PARQUET = (".parquet", ".pq")
 _CSV = (".csv", ".csv.gz", ".csv.bz2", ".tsv", ".tsv.gz", ".txt", ".txt.gz")
-_COMPRESSED = (".gz", ".bz2")
+COMPRESSED = (".gz", ".bz2")  # by extension: a stream, no random access
 
 
 def _local_files(path: str) -> list[str]:
@@ -117,12 +117,7 @@ class Corpus:
         """Rows, roughly and cheaply: Parquet metadata, or file sizes over the mean line length
         of the first file's first MB (compressed files counted four times their size)."""
         if self.fmt == "parquet":
-            total = 0
-            for f in self.files:
-                fs, p = storage.fs_and_path(f)
-                with fs.open_input_file(p) as fh:
-                    total += pq.ParquetFile(fh).metadata.num_rows
-            return total
+            return sum(storage.parquet_rows(f) for f in self.files)
         return _estimate(self.files)
 
     def count_rows(self) -> int | None:
@@ -131,10 +126,10 @@ class Corpus:
         inside CSV fields make it an over-estimate."""
         total = 0
         for f in self.files:
-            if storage.is_uri(f) or (self.fmt != "parquet" and f.endswith(_COMPRESSED)):
+            if storage.is_uri(f) or (self.fmt != "parquet" and f.endswith(COMPRESSED)):
                 return None
             if self.fmt == "parquet":
-                total += pq.ParquetFile(f).metadata.num_rows
+                total += storage.parquet_rows(f)
                 continue
             lines, last = 0, b"\n"
             with open(f, "rb") as fh:
@@ -155,7 +150,7 @@ def _estimate(files: list[str]) -> int:
     for file in files:
         fs, p = storage.fs_and_path(file)
         size = fs.get_file_info(p).size or 0
-        total += size * (4 if file.lower().endswith(_COMPRESSED) else 1)  # a typical text ratio
+        total += size * (4 if file.lower().endswith(COMPRESSED) else 1)  # a typical text ratio
     return max(1, int(total / per_line))
 
 

@@ -17,7 +17,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from job import storage
 from job.datasource import FILE, LINE, RAW, STATUS
@@ -71,11 +70,6 @@ def write_rejects(tables: list[pa.Table], path: str) -> int:
                     writer.write_table(out)
             writer.close()
     return rows
-
-
-def write_parquet(table: pa.Table, path: str) -> None:
-    with storage.open_output(path) as sink:
-        pq.write_table(table, sink, compression="zstd")
 
 
 def sample_rows(table: pa.Table, rate: float, cap: int, seed: list[int]) -> pa.Table:

@@ -5,25 +5,19 @@ a Ray Dataset in a test)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from job import storage
 from job.batching import Batch, chunk_batches, list_column
 from job.config import Config
 
 TRAIN_COLUMNS = ("src_ids", "tgt_ids")
-
-
-def read_part(path: str, columns) -> pa.Table:
-    fs, p = storage.fs_and_path(path)
-    with fs.open_input_file(p) as f:
-        return pq.read_table(f, columns=list(columns))
 
 
 def _rebatch(tables: Iterator[pa.Table], batch_size: int) -> Iterator[pa.Table]:
@@ -75,7 +69,7 @@ class EpochSlice:
 
     def _load(self, piece) -> pa.Table:
         path, number, lo, hi = piece
-        table = read_part(path, TRAIN_COLUMNS)
+        table = storage.read_parquet(path, TRAIN_COLUMNS)
         rows = np.random.default_rng([self.seed, 7_778, self.epoch, number]).permutation(
             table.num_rows
         )
@@ -92,7 +86,8 @@ class PartsReader:
         self.paths, self.columns = [p for p, _ in parts], columns
 
     def iter_batches(self, *, batch_size: int, **_) -> Iterator[pa.Table]:
-        return _rebatch(_prefetched(self.paths, lambda p: read_part(p, self.columns)), batch_size)
+        load = functools.partial(storage.read_parquet, columns=self.columns)
+        return _rebatch(_prefetched(self.paths, load), batch_size)
 
 
 class EpochBatches:

@@ -11,7 +11,7 @@ import json
 import pyarrow.fs as pafs
 
 from job import storage
-from job.config import Config
+from job.config import Config, ParallelFiles
 from job.corpus import list_files
 from job.errors import ConfigError
 
@@ -25,7 +25,7 @@ def fingerprint(path) -> dict:
     """The input files of a corpus path with their size and modification time."""
     if path is None:
         return {"path": None, "files": []}
-    names = [path.source, path.target] if hasattr(path, "source") else list_files(path)
+    names = [path.source, path.target] if isinstance(path, ParallelFiles) else list_files(path)
     files = []
     for name in names:
         fs, p = storage.fs_and_path(name)

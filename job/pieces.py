@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import ray
 
 from job import storage
-from job.corpus import Corpus
+from job.corpus import COMPRESSED, Corpus
 from job.datasource import ROWS_PER_BLOCK, parquet_blocks, record_blocks
 from job.errors import DataError
 from job.reader import (
@@ -39,7 +39,6 @@ from job.reader import (
 )
 
 PIECE_BYTES = 32 << 20
-_COMPRESSED = (".gz", ".bz2")
 _QUOTE_OR_NEWLINE = re.compile(rb'["\n]')
 
 
@@ -103,13 +102,14 @@ def _file_pieces(corpus: Corpus, file: str, piece_bytes: int) -> list[Piece]:
         return [Piece(file, fmt, g, max(groups, 1), row_group=g) for g in range(max(groups, 1))]
     target = (corpus.targets or {}).get(file)
     size = _size(file)
-    compressed = any(f.lower().endswith(_COMPRESSED) for f in (file, target) if f)
+    compressed = any(f.lower().endswith(COMPRESSED) for f in (file, target) if f)
     if compressed or size <= piece_bytes:
         return [Piece(file, fmt, target=target)]
     spans = scan(file, piece_bytes)
     if target is not None:
         target_spans = scan(target, piece_bytes)
-        lines = (_line_count(file, spans), _line_count(target, target_spans))
+        # the end span counts a last line without a newline too
+        lines = (spans[-1].newlines, target_spans[-1].newlines)
         if lines[0] != lines[1]:
             raise DataError(
                 f"{file} has {lines[0]} lines but {target} has {lines[1]}: "
@@ -171,10 +171,6 @@ def scan(file: str, piece_bytes: int) -> list[Span]:
     ends_in_newline = counts[-1][2] if counts else True
     spans.append(Span(size, newlines + (0 if ends_in_newline else 1), quotes))
     return spans
-
-
-def _line_count(file: str, spans: list[Span]) -> int:
-    return spans[-1].newlines  # the end span counts a last line without a newline
 
 
 def _exact_start(f, span: Span | None, quoted: bool) -> tuple[int, int | None]:

@@ -134,7 +134,7 @@ def _prepare(cfg: Config, directory: str, vocab: Vocabulary | None):
     t0 = clock = time.perf_counter()
     sample = None
     if vocab is None:
-        sample = sample_for(d.train, cols, cfg.vocab.max_sentences, cfg.train.seed)
+        sample = sample_for(cfg.vocab.max_sentences, cfg.train.seed)
     splits = {"train": classify_split(d.train, "train", cols, run_dir, sample=sample,
                                       piece_bytes=piece_bytes)}  # fmt: skip
     if splits["train"].used == 0:

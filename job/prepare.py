@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import ray.data
 
 from job import storage
@@ -40,7 +39,6 @@ from job.data import (
     smallest_keys,
     split_ok,
     vocab_key,
-    write_parquet,
     write_rejects,
 )
 from job.errors import DataError, UserError, user_error_of
@@ -75,18 +73,22 @@ class SplitData:
 
 @dataclass
 class Sample:
-    """The vocabulary's sample: `size` pairs at most, drawn at `rate` per usable row. Each task
-    writes the rows it drew with their random keys; the `size` smallest keys of all of them are a
-    uniform sample of the corpus (bottom-k sampling)."""
+    """The vocabulary's sample: `size` pairs at most, drawn at `rate` per usable row (set from
+    the corpus's estimated rows when pass 1 opens it). Each task writes the rows it drew with
+    their random keys; the `size` smallest keys of all of them are a uniform sample of the corpus
+    (bottom-k sampling)."""
 
     size: int
-    rate: float
     seed: int
+    rate: float = 1.0
     parts: list[str] = field(default_factory=list)
+
+    def rate_for(self, rows: int) -> float:
+        return 1.0 if not rows else min(1.0, SAMPLE_OVERDRAW * self.size / rows)
 
     def threshold(self) -> float:
         """The largest key kept (only the keys are read here)."""
-        keys = [read_parts([(p, 0)], ["key"]).column("key").to_numpy() for p in self.parts]
+        keys = [storage.read_parquet(p, ["key"]).column("key").to_numpy() for p in self.parts]
         keys = np.concatenate(keys) if keys else np.zeros(0)
         return (
             float(np.partition(keys, self.size - 1)[self.size - 1])
@@ -98,18 +100,13 @@ class Sample:
         """(sources, targets) of the kept rows, part by part, for the vocabulary trainer."""
         limit = self.threshold()
         for path in self.parts:
-            table = read_parts([(path, 0)])
+            table = storage.read_parquet(path)
             table = table.filter(pc.less_equal(table.column("key"), limit))
             yield table.column("source").to_pylist(), table.column("target").to_pylist()
 
     def count(self) -> int:
         """Rows drawn (before keeping the `size` smallest keys)."""
-        total = 0
-        for path in self.parts:
-            fs, p = storage.fs_and_path(path)
-            with fs.open_input_file(p) as f:
-                total += pq.ParquetFile(f).metadata.num_rows
-        return total
+        return sum(storage.parquet_rows(path) for path in self.parts)
 
 
 def _classify_piece(item, pieces, name, columns, text_columns, work, keep, sample) -> dict:
@@ -134,10 +131,10 @@ def _classify_piece(item, pieces, name, columns, text_columns, work, keep, sampl
     rows = sum(t.num_rows for t in ok_parts)
     out = storage.join(work["staging"], f"{part}.parquet")
     if rows:
-        write_parquet(pa.concat_tables(ok_parts), out)
+        storage.write_parquet(pa.concat_tables(ok_parts), out)
     drawn_to = storage.join(work["sample"], f"{part}.parquet")
     if drawn and drawn[0].num_rows:
-        write_parquet(drawn[0], drawn_to)
+        storage.write_parquet(drawn[0], drawn_to)
     else:
         drawn = None
     result = {"counts": counts, "landed": read.landed, "part": out if rows else None, "rows": rows}
@@ -178,6 +175,8 @@ def classify_split(
     """Pass 1 over a split (see the module docstring). A CSV file whose pieces disagree about
     where records start (a stray quote) is read again as one piece."""
     corpus = open_corpus(path, text_columns)
+    if sample is not None:
+        sample.rate = sample.rate_for(corpus.estimate_rows())
     pieces = plan(corpus, piece_size(corpus, piece_bytes, ray.cluster_resources().get("CPU", 1)))
     work = {
         "rejects": storage.join(run_dir, "rejects", name),
@@ -221,14 +220,12 @@ def _encode_part(item, parts, out_dir, rejects_dir, files, key, max_length, colu
     index = item["i"]
     path = parts[index]
     name = path.rsplit("/", 1)[-1].removesuffix(".parquet")
-    fs, p = storage.fs_and_path(path)
-    with fs.open_input_file(p) as f:
-        table = encode_block(pq.read_table(f), files, key, max_length)
+    table = encode_block(storage.read_parquet(path), files, key, max_length)
     ok, bad = split_ok(table)
     write_rejects([bad], storage.join(rejects_dir, f"{name}.too_long.csv"))
     out = storage.join(out_dir, f"{name}.parquet")
     if ok.num_rows:
-        write_parquet(ok.select(list(columns)), out)
+        storage.write_parquet(ok.select(list(columns)), out)
     result = {"counts": count_status(table), "part": out if ok.num_rows else None}
     return {"i": index, "result": json.dumps({**result, "rows": ok.num_rows})}
 
@@ -277,13 +274,9 @@ def build_vocab_on_cluster(cfg: VocabConfig, sample: Sample) -> Vocabulary:
         raise error from None
 
 
-def sample_for(path, text_columns: list[str], max_sentences: int, seed: int) -> Sample:
-    """The vocabulary's sample of a corpus: max_sentences sentences (both sides count), drawn
-    at a rate set from the corpus's estimated rows (whole files when unknown)."""
-    size = max(1, max_sentences // 2)
-    rows = open_corpus(path, text_columns).estimate_rows()
-    rate = 1.0 if not rows else min(1.0, SAMPLE_OVERDRAW * size / rows)
-    return Sample(size, rate, seed)
+def sample_for(max_sentences: int, seed: int) -> Sample:
+    """The vocabulary's sample: max_sentences sentences (both sides count)."""
+    return Sample(max(1, max_sentences // 2), seed)
 
 
 def timed(label: str, started: float) -> float:
@@ -305,9 +298,5 @@ def read_rejects(run_dir: str, split: str) -> list[dict]:
 
 def read_parts(parts: list[tuple[str, int]], columns: list[str] | None = None) -> pa.Table | None:
     """A split's Parquet parts as one table (for tests and small splits)."""
-    tables = []
-    for path, _ in parts:
-        fs, p = storage.fs_and_path(path)
-        with fs.open_input_file(p) as f:
-            tables.append(pq.read_table(f, columns=columns))
+    tables = [storage.read_parquet(path, columns) for path, _ in parts]
     return pa.concat_tables(tables) if tables else None

@@ -10,6 +10,7 @@ import uuid
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from job import storage
 from job.errors import ConfigError
 
 # Reading, normalising, filtering and encoding are light next to training and decoding; asking
@@ -82,7 +83,7 @@ def check_shared_storage(storage_path: str, min_nodes: int = 2) -> None:
     node sees (an NFS mount): the workers read the prepared data there and Ray Train writes the
     checkpoints there. Checked before anything is read, with a marker file that a task on each
     node looks for; a URI (s3://, gs://) is reachable by construction."""
-    if "://" in storage_path or len([n for n in ray.nodes() if n["Alive"]]) < min_nodes:
+    if storage.is_uri(storage_path) or len([n for n in ray.nodes() if n["Alive"]]) < min_nodes:
         return
     os.makedirs(storage_path, exist_ok=True)
     marker = os.path.join(storage_path, f".reachable-{uuid.uuid4().hex[:8]}")

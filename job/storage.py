@@ -11,7 +11,9 @@ import os
 import uuid
 from contextlib import contextmanager
 
+import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 
 def is_uri(path: str) -> bool:
@@ -104,3 +106,21 @@ def write_bytes(path: str, data: bytes) -> None:
 
 def write_text(path: str, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
+
+
+def write_parquet(table: pa.Table, path: str) -> None:
+    with open_output(path) as sink:
+        pq.write_table(table, sink, compression="zstd")
+
+
+def read_parquet(path: str, columns=None) -> pa.Table:
+    fs, p = fs_and_path(path)
+    with fs.open_input_file(p) as f:
+        return pq.read_table(f, columns=None if columns is None else list(columns))
+
+
+def parquet_rows(path: str) -> int:
+    """Rows of a Parquet file, from its footer."""
+    fs, p = fs_and_path(path)
+    with fs.open_input_file(p) as f:
+        return pq.ParquetFile(f).metadata.num_rows

@@ -61,10 +61,10 @@ def test_the_vocabulary_sample_is_bounded_seeded_and_from_the_whole_corpus(ray_c
     path = corpus(tmp_path, 3000)
 
     def draw(seed):
-        sample = sample_for(path, COLS, max_sentences=1000, seed=seed)
-        assert sample.size == 500 and 0 < sample.rate < 1
+        sample = sample_for(max_sentences=1000, seed=seed)
         classify_split(path, "train", COLS, str(tmp_path / f"run{seed}"), sample=sample,
                        piece_bytes=2000)  # fmt: skip
+        assert sample.size == 500 and 0 < sample.rate < 1
         src, tgt = [], []
         for s, t in sample.batches():
             src, tgt = src + s, tgt + t
@@ -81,7 +81,7 @@ def test_sample_keeps_the_smallest_keys_of_every_task(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    sample = Sample(size=2, rate=1.0, seed=0)
+    sample = Sample(size=2, seed=0, rate=1.0)
     for name, rows in (("a", [[0.5, "a", "b"], [0.1, "c", "d"]]), ("b", [[0.3, "e", "f"]])):
         path = str(tmp_path / f"{name}.parquet")
         keys, src, tgt = zip(*rows)

@@ -167,3 +167,13 @@ def test_open_output_new_file_appears_only_at_the_end(tmp_path):
         assert len(names) == 1 and names[0].startswith("fresh.bin.tmp-")
     assert path.read_bytes() == b"abc"
     assert os.listdir(tmp_path / "sub") == ["fresh.bin"]
+
+
+def test_parquet_round_trip_columns_and_row_count(tmp_path):
+    import pyarrow as pa
+
+    path = str(tmp_path / "sub" / "t.parquet")
+    storage.write_parquet(pa.table({"a": [1, 2, 3], "b": ["x", "y", "z"]}), path)
+    assert storage.parquet_rows(path) == 3
+    assert storage.read_parquet(path, ["b"]).to_pydict() == {"b": ["x", "y", "z"]}
+    assert storage.read_parquet(path).column_names == ["a", "b"]
