@@ -308,8 +308,14 @@ def test_elastic_run_survives_a_lost_node_and_grows_back(tmp_path):
 
         def chaos():
             deadline = time.time() + 400
-            while time.time() < deadline and not events:  # lose a node after the second checkpoint
-                if sum("valid_loss" in r for r in rows()) >= 2:
+            # Lose a node once a checkpoint is surely registered: Ray Train's controller takes a
+            # reported checkpoint in at its next poll of the workers (every 2 s,
+            # RAY_TRAIN_HEALTH_CHECK_INTERVAL_S); a node lost before that restarts from nothing.
+            second = None
+            while time.time() < deadline and not events:
+                if second is None and sum("valid_loss" in r for r in rows()) >= 2:
+                    second = time.time()
+                if second is not None and time.time() > second + 4:
                     cluster.kill_node(node)
                     events.append("killed")
                 time.sleep(0.2)
@@ -324,9 +330,9 @@ def test_elastic_run_survives_a_lost_node_and_grows_back(tmp_path):
         watcher.start()
         summary = submit(cluster.env, "elastic", "train", "--set", *overrides, timeout=900)
         watcher.join(timeout=5)
-        assert events == ["killed", "added"], events
         log = rows()
         sizes = [(r["event"], r["workers"]) for r in log if r.get("event") in ("start", "resume")]
+        assert events == ["killed", "added"], (events, sizes)
         assert sizes[0] == ("start", 2) and ("resume", 1) in sizes and sizes[-1] == ("resume", 2), (
             sizes
         )
