@@ -11,12 +11,13 @@ that no rank waits long for a costlier batch on another.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
 import torch
 
+from job.device import to_device
 from job.vocab import BOS, EOS, PAD
 
 
@@ -28,18 +29,18 @@ class Batch:
     tgt_out: torch.Tensor  # (B, T) target ids + EOS, PAD-padded
     src_tokens: int  # real tokens (EOS included), no padding
     tgt_tokens: int
+    tgt_positions: torch.Tensor | None = None  # (N,) real tokens' indices in tgt_out.view(-1)
 
     def to(self, device) -> Batch:
-        if str(device) == "cpu":
+        """The batch on `device`, copied to a GPU from pinned memory without making the host wait
+        (job.device.to_device). src_len stays on the host: packing takes host lengths."""
+        device = torch.device(device)
+        if device.type == "cpu":
             return self
-        return Batch(
-            self.src.to(device, non_blocking=True),
-            self.src_len,
-            self.tgt_in.to(device, non_blocking=True),
-            self.tgt_out.to(device, non_blocking=True),
-            self.src_tokens,
-            self.tgt_tokens,
-        )
+        src, tgt_in, tgt_out = (to_device(t, device) for t in (self.src, self.tgt_in, self.tgt_out))
+        positions = self.tgt_positions
+        positions = positions if positions is None else to_device(positions, device)
+        return replace(self, src=src, tgt_in=tgt_in, tgt_out=tgt_out, tgt_positions=positions)
 
 
 def bucket(
@@ -138,7 +139,29 @@ def make_batch(src_vals, src_offs, tgt_vals, tgt_offs, idx: np.ndarray) -> Batch
         torch.from_numpy(tgt_out),
         int(src_len.sum()),
         int(tgt_len.sum()),
+        torch.from_numpy(np.flatnonzero(tgt_out != PAD)),
     )
+
+
+def chunk_order(
+    src_offs,
+    tgt_offs,
+    batch_tokens: int,
+    rng: np.random.Generator,
+    shared: np.random.Generator | None = None,
+) -> list[np.ndarray]:
+    """The row indices of each batch of one chunk, in random order; with `shared` (a generator
+    seeded alike on every DDP rank), in cost-matched order (see cost_matched_order)."""
+    src_lens = np.diff(src_offs) + 1
+    tgt_lens = np.diff(tgt_offs) + 1
+    batches = bucket(src_lens, tgt_lens, batch_tokens, rng)
+    if shared is None:
+        order = rng.permutation(len(batches))
+    else:
+        order = cost_matched_order(
+            np.array([batch_cost(src_lens, tgt_lens, b) for b in batches]), shared, rng
+        )
+    return [batches[i] for i in order]
 
 
 def chunk_batches(
@@ -150,19 +173,9 @@ def chunk_batches(
     rng: np.random.Generator,
     shared: np.random.Generator | None = None,
 ) -> Iterator[Batch]:
-    """Batches of one chunk in random order; with `shared` (a generator seeded alike on every DDP
-    rank), in cost-matched order (see cost_matched_order)."""
-    src_lens = np.diff(src_offs) + 1
-    tgt_lens = np.diff(tgt_offs) + 1
-    batches = bucket(src_lens, tgt_lens, batch_tokens, rng)
-    if shared is None:
-        order = rng.permutation(len(batches))
-    else:
-        order = cost_matched_order(
-            np.array([batch_cost(src_lens, tgt_lens, b) for b in batches]), shared, rng
-        )
-    for i in order:
-        yield make_batch(src_vals, src_offs, tgt_vals, tgt_offs, batches[i])
+    """The batches of one chunk, in chunk_order."""
+    for idx in chunk_order(src_offs, tgt_offs, batch_tokens, rng, shared):
+        yield make_batch(src_vals, src_offs, tgt_vals, tgt_offs, idx)
 
 
 def flatten(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:

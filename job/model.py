@@ -8,25 +8,29 @@ plain encoder-decoder (final encoder state initialises the decoder, output = Lin
 
 Shapes: B batch, S source length, T target length, H hidden size, E embedding size, V vocabulary.
 
-Two CPU training kernels live here too, both plain PyTorch ops (measured in BENCHMARKS.md):
+Two training kernels live here too, both plain PyTorch ops (CPU numbers in BENCHMARKS.md):
 `linear_cross_entropy` (output layer + loss + their gradients, chunk by chunk, so the (N, V)
-logits never exist whole) and `Dropout` (masks from raw random bits).
+logits never exist whole) and `Dropout` (CPU masks from raw random bits). `LSTM` keeps autocast's
+dtype. The training forward with target positions never makes the host wait for the device.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from job.config import ModelConfig
+from job.device import to_device
 from job.errors import ConfigError
 from job.vocab import PAD
 
-LOSS_CHUNK_ROWS = (
-    128  # rows of logits per chunk: 128 x V floats stay in a core's L2 for V up to ~8k
-)
+LOSS_CHUNK_ROWS = 128  # rows of logits per chunk: 128 x V floats stay in a core's L2 for V <= ~8k
+LOSS_CHUNK_BYTES = 128 << 20  # off the CPU fp32 path: fp32 logits per chunk (1024 rows at V = 32k)
+LOSS_CHUNK_ABOVE = 1 << 22  # off the CPU fp32 path: tokens x V above which the loss is chunked
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -36,62 +40,122 @@ class _LinearCrossEntropy(torch.autograd.Function):
     log-softmax and softmax of a chunk stay in cache); backward only scales them. Against
     F.linear + F.cross_entropy this never writes the (N, V) logits, log-probabilities and
     their gradient to memory: on CPU the output layer + loss runs 1.3-1.7x faster with the
-    same three matrix products (bench numbers in BENCHMARKS.md).
+    same three matrix products (bench numbers in BENCHMARKS.md). Products run in `dtype`, the
+    softmax and sums in fp32; gradients come in x's, W's and b's dtypes (none without `grads`).
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, target, smoothing: float):
+    def forward(ctx, x, weight, bias, target, smoothing: float, rows: int, dtype, grads: bool):
         n, v = x.size(0), weight.size(0)
-        grad_x, grad_w, grad_b = (
-            torch.empty_like(x),
-            torch.zeros_like(weight),
-            torch.zeros_like(bias),
-        )
-        rows = min(LOSS_CHUNK_ROWS, max(n, 1))
-        logits = x.new_empty(rows, v)
+        w, b = weight.to(dtype), bias.to(dtype)  # no-ops in fp32
+        grad_x = x.new_empty(x.shape, dtype=dtype) if grads else None
+        grad_w, grad_b = torch.zeros_like(weight), torch.zeros_like(bias)
+        rows = min(rows, max(n, 1))
+        logits = x.new_empty(rows, v, dtype=dtype)
         arange = torch.arange(rows, device=x.device)
-        loss = x.new_zeros(())
+        loss = x.new_zeros((), dtype=torch.float32)
         for start in range(0, n, rows):
-            xc, tc = x[start : start + rows], target[start : start + rows]
+            xc, tc = x[start : start + rows].to(dtype), target[start : start + rows]
             c = xc.size(0)
-            z = torch.addmm(bias, xc, weight.t(), out=logits[:c])
-            logp = torch.log_softmax(z, dim=1)
+            z = torch.addmm(b, xc, w.t(), out=logits[:c])
+            logp = torch.log_softmax(z, dim=1, dtype=torch.float32)
             # Label smoothing as F.cross_entropy: (1 - eps) * NLL(target) + eps * mean_j NLL(j).
             nll = logp.gather(1, tc.unsqueeze(1)).sum() * (1.0 - smoothing)
             if smoothing:
                 nll = nll + logp.mean(1).sum() * smoothing
             loss -= nll
+            if not grads:
+                continue
             # d loss / d z = softmax - (eps / V) - (1 - eps) * onehot(target)
             grad_z = logp.exp_()
             if smoothing:
                 grad_z.sub_(smoothing / v)
             grad_z[arange[:c], tc] -= 1.0 - smoothing
-            torch.mm(grad_z, weight, out=grad_x[start : start + c])
-            grad_w.addmm_(grad_z.t(), xc)
+            gz = grad_z.to(dtype)
+            torch.mm(gz, w, out=grad_x[start : start + c])
+            if grad_w.dtype == dtype:
+                grad_w.addmm_(gz.t(), xc)
+            else:  # a chunk's product in `dtype`, summed over chunks in W's dtype
+                grad_w += torch.mm(gz.t(), xc)
             grad_b += grad_z.sum(0)
-        ctx.save_for_backward(grad_x, grad_w, grad_b)
+        ctx.save_for_backward(grad_x.to(x.dtype) if grads else None, grad_w, grad_b)
         return loss
 
     @staticmethod
     def backward(ctx, grad_loss):
         grad_x, grad_w, grad_b = ctx.saved_tensors
-        return grad_x.mul_(grad_loss), grad_w.mul_(grad_loss), grad_b.mul_(grad_loss), None, None
+        scaled = (g.mul_(grad_loss) for g in (grad_x, grad_w, grad_b))
+        return (*scaled, None, None, None, None, None)
 
 
-def linear_cross_entropy(x, weight, bias, target, smoothing: float = 0.0) -> torch.Tensor:
+def linear_cross_entropy(
+    x, weight, bias, target, smoothing: float = 0.0, *, above: int = LOSS_CHUNK_ABOVE, rows=None
+) -> torch.Tensor:
     """Summed cross-entropy of the logits x W^T + b against target (N,), without padding rows.
 
-    Training on CPU (fp32) takes the chunked kernel above; otherwise (inference, CUDA, autocast)
-    the plain F.linear + F.cross_entropy.
+    Training on CPU in fp32 always takes the chunked kernel above, LOSS_CHUNK_ROWS a chunk; the
+    rest (GPU, autocast, inference) when N x V > `above`, LOSS_CHUNK_BYTES of fp32 logits a
+    chunk (or `rows`), and else (and CPU fp32 inference) the plain F.linear + F.cross_entropy.
     """
-    if (
-        torch.is_grad_enabled()
-        and x.device.type == "cpu"
-        and x.dtype == weight.dtype == torch.float32
-    ):
-        return _LinearCrossEntropy.apply(x, weight, bias, target, smoothing)
-    logits = F.linear(x, weight, bias)
-    return F.cross_entropy(logits.float(), target, reduction="sum", label_smoothing=smoothing)
+    kind = x.device.type
+    autocasting = torch.is_autocast_enabled(kind)
+    dtype = torch.get_autocast_dtype(kind) if autocasting else x.dtype
+    cpu_fp32 = kind == "cpu" and dtype == x.dtype == weight.dtype == torch.float32
+    if cpu_fp32 and torch.is_grad_enabled():
+        rows = rows or LOSS_CHUNK_ROWS
+    elif not cpu_fp32 and x.size(0) * weight.size(0) > above:
+        rows = rows or max(LOSS_CHUNK_ROWS, LOSS_CHUNK_BYTES // (4 * weight.size(0)))
+    else:
+        logits = F.linear(x, weight, bias)
+        return F.cross_entropy(logits.float(), target, reduction="sum", label_smoothing=smoothing)
+    grads = torch.is_grad_enabled() and any(t.requires_grad for t in (x, weight, bias))
+    with torch.autocast(kind, enabled=False) if autocasting else nullcontext():
+        return _LinearCrossEntropy.apply(x, weight, bias, target, smoothing, rows, dtype, grads)
+
+
+class LSTM(nn.LSTM):
+    """nn.LSTM that runs in autocast's dtype under autocast.
+
+    CUDA autocast runs cuDNN RNNs in fp16 whatever dtype it was asked for (aten/src/ATen/cudnn/
+    AutocastRNN.cpp): under bf16 autocast the LSTMs would train in fp16 with no loss scaling.
+    So under autocast this runs the LSTM with autocast off, input, state and weights cast to
+    autocast's dtype by hand (the gradients flow back to the fp32 weights), outputs in that
+    dtype. Without autocast it is nn.LSTM's own call.
+    """
+
+    @classmethod
+    def of(cls, cfg: ModelConfig, hidden_size: int, bidirectional: bool = False) -> LSTM:
+        """A batch-first LSTM over embeddings, cfg.num_layers deep, dropout between layers."""
+        dropout = cfg.dropout if cfg.num_layers > 1 else 0.0
+        return cls(cfg.embedding_dim, hidden_size, cfg.num_layers, batch_first=True,
+                   bidirectional=bidirectional, dropout=dropout)  # fmt: skip
+
+    def forward(self, x, state=None):
+        packed = isinstance(x, PackedSequence)
+        data = x.data if packed else x
+        kind = data.device.type
+        if not torch.is_autocast_enabled(kind):
+            return super().forward(x, state)
+        self._update_flat_weights()
+        dtype = torch.get_autocast_dtype(kind)
+        # One buffer, cut in the order of the module's flattened weights (cuDNN's order): where
+        # it matches cuDNN's layout, cuDNN uses it in place, else it compacts it (and warns).
+        own = self._flat_weights
+        flat = torch.cat([w.reshape(-1).to(dtype) for w in own])
+        weights = [p.view_as(w) for p, w in zip(flat.split([w.numel() for w in own]), own)]
+        if state is None:
+            batch = int(x.batch_sizes[0]) if packed else data.size(0 if self.batch_first else 1)
+            shape = (self.num_layers * (1 + self.bidirectional), batch, self.hidden_size)
+            state = (data.new_zeros(shape, dtype=dtype),) * 2
+        hx = [s.to(dtype) for s in self.permute_hidden(state, x.sorted_indices if packed else None)]
+        args = (self.bias, self.num_layers, self.dropout, self.training, self.bidirectional)
+        with torch.autocast(kind, enabled=False):
+            if packed:
+                out, h, c = torch.lstm(data.to(dtype), x.batch_sizes, hx, weights, *args)
+                out = PackedSequence(out, x.batch_sizes, x.sorted_indices, x.unsorted_indices)
+                return out, self.permute_hidden((h, c), x.unsorted_indices)
+            out, h, c = torch.lstm(data.to(dtype), hx, weights, *args, self.batch_first)
+        return out, (h, c)
 
 
 class Dropout(nn.Module):
@@ -128,14 +192,7 @@ class Encoder(nn.Module):
         self.embed = embed
         self.bidirectional = cfg.bidirectional
         per_dir = cfg.hidden_size // 2 if cfg.bidirectional else cfg.hidden_size
-        self.lstm = nn.LSTM(
-            cfg.embedding_dim,
-            per_dir,
-            cfg.num_layers,
-            batch_first=True,
-            bidirectional=cfg.bidirectional,
-            dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
-        )
+        self.lstm = LSTM.of(cfg, per_dir, cfg.bidirectional)
         self.dropout = Dropout(cfg.dropout)
 
     def forward(self, src: torch.Tensor, src_len: torch.Tensor):
@@ -147,9 +204,15 @@ class Encoder(nn.Module):
             # is much faster than the packed path on CPU and gives the same result.
             out, (h, c) = self.lstm(x)
         else:
-            packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+            # Sorted by length here, on the host: torch's enforce_sorted=False path copies the
+            # order to the device and back, and each copy makes the host wait for the device.
+            lengths, order = torch.sort(lengths, descending=True)
+            order, inverse = to_device(torch.stack([order, torch.argsort(order)]), x.device)
+            packed = pack_padded_sequence(x.index_select(0, order), lengths, batch_first=True)
             out, (h, c) = self.lstm(packed)
             out, _ = pad_packed_sequence(out, batch_first=True, total_length=src.size(1))
+            out = out.index_select(0, inverse)
+            h, c = h.index_select(1, inverse), c.index_select(1, inverse)
         if self.bidirectional:
             # h: (L*2, B, H/2) -> (L, B, H): concatenate the forward and backward final states.
             h, c = (torch.cat([s[0::2], s[1::2]], dim=-1) for s in (h, c))
@@ -184,13 +247,7 @@ class Decoder(nn.Module):
     def __init__(self, embed: nn.Embedding, cfg: ModelConfig, vocab_size: int):
         super().__init__()
         self.embed = embed
-        self.lstm = nn.LSTM(
-            cfg.embedding_dim,
-            cfg.hidden_size,
-            cfg.num_layers,
-            batch_first=True,
-            dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
-        )
+        self.lstm = LSTM.of(cfg, cfg.hidden_size)
         out_dim = cfg.embedding_dim if cfg.tie_embeddings else cfg.hidden_size
         self.attention = (
             LuongAttention(cfg.hidden_size, out_dim) if cfg.attention == "luong" else None
@@ -223,11 +280,9 @@ class Seq2Seq(nn.Module):
             )
         self.cfg = cfg
         src_embed = nn.Embedding(src_vocab_size, cfg.embedding_dim, padding_idx=PAD)
-        tgt_embed = (
-            src_embed
-            if cfg.share_embeddings
-            else nn.Embedding(tgt_vocab_size, cfg.embedding_dim, padding_idx=PAD)
-        )
+        tgt_embed = src_embed
+        if not cfg.share_embeddings:
+            tgt_embed = nn.Embedding(tgt_vocab_size, cfg.embedding_dim, padding_idx=PAD)
         for emb in {id(src_embed): src_embed, id(tgt_embed): tgt_embed}.values():
             nn.init.normal_(emb.weight, std=cfg.embedding_dim**-0.5)
             with torch.no_grad():
@@ -237,10 +292,8 @@ class Seq2Seq(nn.Module):
 
     def encode(self, src, src_len):
         enc_out, state = self.encoder(src, src_len)
-        positions = torch.arange(src.size(1), device=src.device)
-        src_mask = positions.unsqueeze(0) < src_len.to(src.device).unsqueeze(
-            1
-        )  # (B, S) True at real tokens
+        lengths = to_device(src_len, src.device).unsqueeze(1)
+        src_mask = torch.arange(src.size(1), device=src.device) < lengths  # (B, S) True at real
         keys = self.decoder.attention.keys(enc_out) if self.decoder.attention is not None else None
         return enc_out, state, keys, src_mask
 
@@ -268,26 +321,25 @@ class Seq2Seq(nn.Module):
         return torch.cat(steps, dim=1)
 
     def forward(
-        self,
-        src,
-        src_len,
-        tgt_in,
-        tgt_out,
-        label_smoothing: float = 0.0,
-        teacher_forcing_ratio: float = 1.0,
-    ):
+        self, src, src_len, tgt_in, tgt_out, label_smoothing=0.0, teacher_forcing_ratio=1.0,
+        positions: torch.Tensor | None = None,
+    ):  # fmt: skip
         """Summed cross-entropy over real target tokens and their count.
 
         src: (B, S), src_len: (B,), tgt_in: (B, T) = BOS + target, tgt_out: (B, T) = target + EOS,
         PAD-padded. Padding never reaches the output layer: only real positions are projected.
+        positions (N,): the real tokens' indices into tgt_out.view(-1) (Batch.tgt_positions);
+        with them nothing waits for the device (a boolean mask copies its count to the host).
         """
         feats = self.features(src, src_len, tgt_in, teacher_forcing_ratio)
-        mask = tgt_out != PAD
-        target = tgt_out[mask]
-        loss = linear_cross_entropy(
-            feats[mask], self.decoder.out.weight, self.decoder.out.bias, target, label_smoothing
-        )
-        return loss, target.numel()
+        if positions is None:
+            mask = tgt_out != PAD
+            x, target = feats[mask], tgt_out[mask]
+        else:
+            x = feats.reshape(-1, feats.size(-1)).index_select(0, positions)
+            target = tgt_out.reshape(-1).index_select(0, positions)
+        out = self.decoder.out
+        return linear_cross_entropy(x, out.weight, out.bias, target, label_smoothing), len(target)
 
 
 def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Seq:

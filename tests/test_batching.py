@@ -1,6 +1,7 @@
 import numpy as np
+import torch
 
-from job.batching import batch_cost, bucket, chunk_batches, cost_matched_order, pad
+from job.batching import batch_cost, bucket, chunk_batches, cost_matched_order, make_batch, pad
 from job.vocab import BOS, EOS, PAD
 
 
@@ -92,3 +93,23 @@ def test_cost_matched_order_small_and_empty():
         np.array([3.0, 1.0, 2.0]), np.random.default_rng(0), np.random.default_rng(1)
     )
     assert sorted(out.tolist()) == [0, 1, 2]
+
+
+def test_target_positions_are_the_real_tokens_of_tgt_out():
+    vals, offs = flat([[5, 6, 7], [8], []])
+    b = make_batch(vals, offs, vals, offs, np.array([1, 0, 2]))
+    flat_out = b.tgt_out.reshape(-1)
+    assert b.tgt_positions.dtype == torch.int64
+    assert torch.equal(b.tgt_positions, torch.nonzero(flat_out != PAD).squeeze(1))
+    assert flat_out[b.tgt_positions].tolist() == [8, EOS, 5, 6, 7, EOS, EOS]
+    assert len(b.tgt_positions) == b.tgt_tokens
+
+
+def test_batch_to_moves_everything_but_the_source_lengths():
+    vals, offs = flat([[5, 6, 7], [8]])
+    b = make_batch(vals, offs, vals, offs, np.array([0, 1]))
+    assert b.to("cpu") is b and b.to(torch.device("cpu")) is b
+    moved = b.to("meta")  # a device without CUDA's pinned copies: a plain .to()
+    for t in (moved.src, moved.tgt_in, moved.tgt_out, moved.tgt_positions):
+        assert t.device.type == "meta"
+    assert moved.src_len is b.src_len and (moved.src_tokens, moved.tgt_tokens) == (6, 6)

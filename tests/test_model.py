@@ -1,9 +1,20 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from job import model as model_module
 from job.config import ModelConfig
-from job.model import LOSS_CHUNK_ROWS, Dropout, build_model, count_parameters, linear_cross_entropy
+from job.device import Precision
+from job.model import (
+    LOSS_CHUNK_BYTES,
+    LOSS_CHUNK_ROWS,
+    LSTM,
+    Dropout,
+    build_model,
+    count_parameters,
+    linear_cross_entropy,
+)
 from job.vocab import BOS, EOS, PAD
 
 V = 50
@@ -178,3 +189,156 @@ def test_dropout_keeps_the_expected_share_and_scales_it():
     torch.manual_seed(0)
     assert torch.equal(Dropout(0.3).train()(x), y)  # repeatable under torch.manual_seed
     assert torch.equal(drop.eval()(x), x) and torch.equal(Dropout(0.0).train()(x), x)
+
+
+def _out_dtype(out):
+    out = out[0] if isinstance(out, tuple) else out
+    return getattr(out, "data", out).dtype  # a PackedSequence's data
+
+
+@pytest.mark.parametrize("name", ["fp32", "bf16", "fp16"])
+def test_training_forward_computes_in_the_precision_dtype(name):
+    """LSTMs (packed encoder and decoder) and Linear layers in the policy's dtype, the loss in
+    fp32 (CPU autocast on its own would run the packed LSTM in fp32)."""
+    m = model(num_layers=2, dropout=0.1).train()
+    seen = {}
+
+    def record(module, args, out):
+        seen.setdefault(module, _out_dtype(out))
+
+    for module in m.modules():
+        if isinstance(module, (torch.nn.LSTM, torch.nn.Linear)):
+            module.register_forward_hook(record)
+    src, src_len, tgt_in, tgt_out = batch()  # unequal source lengths: the packed path
+    precision = Precision(name, "cpu")
+    with precision.autocast():
+        loss, n = m(src, src_len, tgt_in, tgt_out, 0.1)
+    want = precision.dtype or torch.float32
+    assert len(seen) == 4 and set(seen.values()) == {want}  # 2 LSTMs, key, combine
+    assert loss.dtype == torch.float32 and n == 8
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_lstm_under_autocast_is_close_to_fp32_and_trains_the_fp32_weights(packed):
+    torch.manual_seed(0)
+    lstm = LSTM(8, 6, 2, batch_first=True, bidirectional=True)
+    x, h0 = torch.randn(3, 5, 8), (torch.randn(4, 3, 6), torch.randn(4, 3, 6))
+    lengths = torch.tensor([5, 4, 2])
+    results = []
+    for precision in ("fp32", "bf16"):
+        lstm.zero_grad()
+        with Precision(precision, "cpu").autocast():
+            inp = pack_padded_sequence(x, lengths, batch_first=True) if packed else x
+            out, (h, c) = lstm(inp, h0)
+        out = pad_packed_sequence(out, batch_first=True)[0] if packed else out
+        want = Precision(precision, "cpu").dtype or torch.float32
+        assert out.dtype == h.dtype == c.dtype == want
+        (out.float().sum() + h.float().pow(2).sum() + c.float().sum()).backward()
+        grads = [p.grad for p in lstm.parameters()]
+        assert all(g is not None and g.dtype == torch.float32 for g in grads)
+        results.append((out.float(), h.float(), c.float(), grads))
+    (out, h, c, grads), (out16, h16, c16, grads16) = results
+    for a, b in [(out, out16), (h, h16), (c, c16), *zip(grads, grads16)]:
+        assert torch.allclose(a, b, atol=0.05, rtol=0.05)
+
+
+def test_bf16_backward_gives_finite_fp32_gradients_close_to_fp32():
+    m = model(num_layers=2, dropout=0.0).train()
+    src, src_len, tgt_in, tgt_out = batch()
+    grads = []
+    for name in ("bf16", "fp32"):
+        m.zero_grad()
+        with Precision(name, "cpu").autocast():
+            loss, n = m(src, src_len, tgt_in, tgt_out, 0.1)
+        (loss / n).backward()
+        for p in m.parameters():
+            assert p.grad is not None and p.grad.dtype == torch.float32
+            assert p.grad.isfinite().all()
+        grads.append(torch.cat([p.grad.reshape(-1) for p in m.parameters()]))
+    assert (grads[0] - grads[1]).norm() < 0.05 * grads[1].norm()
+
+
+def _loss_inputs(n, v=301, d=24, dtype=torch.float32):
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn(n, d, generator=g).to(dtype).requires_grad_()
+    w = (torch.randn(v, d, generator=g) * 0.3).requires_grad_()
+    b = torch.randn(v, generator=g).requires_grad_()
+    return x, w, b, torch.randint(0, 5, (n,), generator=g)
+
+
+def _loss_and_grads(fn, x, w, b, target):
+    for t in (x, w, b):
+        t.grad = None
+    loss = fn(x, w, b, target)
+    (loss * 0.5).backward()
+    return loss, [t.grad for t in (x, w, b)]
+
+
+def test_chunked_loss_any_chunk_rows_in_fp32():
+    inputs = _loss_inputs(100)
+    want, want_grads = _loss_and_grads(
+        lambda x, w, b, t: F.cross_entropy(F.linear(x, w, b), t, reduction="sum"), *inputs
+    )
+    for rows in (1, 37, 100, 1000):
+        got, grads = _loss_and_grads(
+            lambda x, w, b, t, r=rows: linear_cross_entropy(x, w, b, t, rows=r), *inputs
+        )
+        assert torch.allclose(got, want, rtol=1e-5)
+        assert all(torch.allclose(a, e, atol=1e-5, rtol=1e-4) for a, e in zip(grads, want_grads))
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_chunked_loss_under_bf16_autocast_matches_torch(smoothing):
+    """Off the CPU fp32 path (here bf16 autocast, as on a GPU), above the size threshold: chunked,
+    products in bf16, loss in fp32, gradients in the inputs' dtypes, close to fp32's."""
+    inputs = _loss_inputs(2 * 37 + 5, dtype=torch.bfloat16)
+    x, w, b, _ = inputs
+
+    def plain(x, w, b, t):
+        return F.cross_entropy(
+            F.linear(x, w, b).float(), t, reduction="sum", label_smoothing=smoothing
+        )
+
+    def chunked(x, w, b, t):
+        return linear_cross_entropy(x, w, b, t, smoothing, above=0, rows=37)
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, got_grads = _loss_and_grads(chunked, *inputs)
+        want, want_grads = _loss_and_grads(plain, *inputs)
+    exact, exact_grads = _loss_and_grads(plain, x.detach().float().requires_grad_(), w, b, _)
+    assert got.dtype == torch.float32
+    assert [g.dtype for g in got_grads] == [torch.bfloat16, torch.float32, torch.float32]
+    assert torch.allclose(got, want, rtol=1e-3) and torch.allclose(got, exact, rtol=1e-2)
+    for a, e, f in zip(got_grads, want_grads, exact_grads):
+        assert torch.allclose(a.float(), e.float(), atol=0.05, rtol=0.02)
+        assert torch.allclose(a.float(), f, atol=0.1, rtol=0.05)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # loss only
+        assert torch.allclose(chunked(x, w, b, inputs[3]), want, rtol=1e-3)
+
+
+def test_chunked_loss_stays_off_small_batches_off_the_cpu_fp32_path(monkeypatch):
+    calls = []
+    monkeypatch.setattr(model_module._LinearCrossEntropy, "apply", lambda *a: calls.append(a))
+    x, w, b, target = _loss_inputs(8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        linear_cross_entropy(x, w, b, target)  # 8 x 301 is below LOSS_CHUNK_ABOVE: plain
+        assert not calls
+        linear_cross_entropy(x, w, b, target, above=8 * 301 - 1)
+        assert calls[-1][5] == max(LOSS_CHUNK_ROWS, LOSS_CHUNK_BYTES // (4 * 301))
+
+
+@pytest.mark.parametrize("name", ["fp32", "bf16"])
+def test_forward_with_target_positions_equals_the_masked_forward(name):
+    m = model(num_layers=2, dropout=0.0).train()
+    src, src_len, tgt_in, tgt_out = batch()
+    positions = torch.nonzero(tgt_out.reshape(-1) != PAD).squeeze(1)
+    results = []
+    for pos in (None, positions):
+        m.zero_grad()
+        with Precision(name, "cpu").autocast():
+            loss, n = m(src, src_len, tgt_in, tgt_out, 0.1, positions=pos)
+        loss.backward()
+        results.append((loss, n, [p.grad.clone() for p in m.parameters()]))
+    (loss, n, grads), (loss2, n2, grads2) = results
+    assert n == n2 == 8 and isinstance(n2, int) and torch.equal(loss, loss2)
+    assert all(torch.equal(a, b) for a, b in zip(grads, grads2))
