@@ -76,9 +76,9 @@ import sys, time, csv, numpy as np, torch
 sys.path.insert(0, {root!r})
 from job.batching import chunk_batches, flatten
 from job.config import load_config
-from job.device import keep_freed_memory
+from job.device import Precision, keep_freed_memory
 from job.model import build_model
-from job.train import train_step
+from job.step import train_step
 from job.vocab import build_vocab
 if {tuned}:
     keep_freed_memory()
@@ -92,11 +92,12 @@ tv, to = flatten(vocab.encode_tgt([r["target"] for r in rows]))
 model = build_model(cfg.model, vocab.src_size, vocab.tgt_size).train()
 opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
 batches = list(chunk_batches(sv, so, tv, to, cfg.train.batch_tokens, np.random.default_rng(0)))
+fp32 = Precision("fp32", "cpu")
 for b in batches[:5]:
-    train_step(model, opt, b, cfg.train, "cpu")
+    train_step(model, opt, [b], cfg.train, "cpu", fp32, 1.0 / b.tgt_tokens)
 start, tokens = time.perf_counter(), 0
 for b in batches[5:65]:
-    train_step(model, opt, b, cfg.train, "cpu")
+    train_step(model, opt, [b], cfg.train, "cpu", fp32, 1.0 / b.tgt_tokens)
     tokens += b.src_tokens + b.tgt_tokens
 print(tokens / (time.perf_counter() - start))
 """

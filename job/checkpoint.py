@@ -12,6 +12,7 @@ Layout of a checkpoint directory:
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from contextlib import contextmanager
@@ -159,8 +160,10 @@ def best_checkpoint(result) -> tuple[str, dict]:
     """Path/URI and metrics of a Ray Train Result's best checkpoint by validation BLEU (else the
     latest)."""
     candidates = [
-        (c, m) for c, m in (result.best_checkpoints or []) if m.get("valid_bleu") is not None
-    ]
+        (c, m)
+        for c, m in (result.best_checkpoints or [])
+        if m.get("valid_bleu") is not None and not math.isnan(m["valid_bleu"])
+    ]  # a step checkpoint that was not validated reports NaN
     if candidates:
         ckpt, metrics = max(candidates, key=lambda cm: (cm[1]["valid_bleu"], cm[1].get("step", 0)))
         return checkpoint_uri(ckpt), metrics

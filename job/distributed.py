@@ -17,14 +17,42 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+_control: list = [None]  # the gloo group of init_control_group, when the default is NCCL
+
+
+def init_control_group() -> None:
+    """Collective (every rank, once): with NCCL as the default backend, a gloo group for the
+    loop's small agreements, so that they run on the host and agreeing on the next step does not
+    wait for the GPU's queued work (a CUDA tensor read back would)."""
+    if is_distributed() and dist.get_backend() == "nccl" and _control[0] is None:
+        _control[0] = dist.new_group(backend="gloo")
+
+
+def _host_group():
+    if dist.get_backend() != "nccl":
+        return None  # the default group runs on the host already
+    if _control[0] is None:
+        raise RuntimeError("call init_control_group() on every rank first")
+    return _control[0]
+
+
 def all_reduce(values: list[float], op: str = "sum") -> list[float]:
-    """Element-wise sum (or "max") of a few floats over all ranks, in float64."""
+    """Element-wise sum (or "max") of a few floats over all ranks, in float64, on the host."""
     t = torch.tensor(values, dtype=torch.float64)
     if is_distributed():
-        if dist.get_backend() == "nccl":
-            t = t.cuda()
-        dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
-    return t.cpu().tolist()
+        reduce_op = dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM
+        dist.all_reduce(t, op=reduce_op, group=_host_group())
+    return t.tolist()
+
+
+def gather_floats(values: list[float]) -> list[list[float]]:
+    """Every rank's few floats, in rank order, on the host (one collective)."""
+    t = torch.tensor(values, dtype=torch.float64)
+    if not is_distributed():
+        return [t.tolist()]
+    out = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, t, group=_host_group())
+    return [o.tolist() for o in out]
 
 
 def all_gather(obj) -> list:
@@ -32,7 +60,7 @@ def all_gather(obj) -> list:
     if not is_distributed():
         return [obj]
     gathered = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, obj)
+    dist.all_gather_object(gathered, obj, group=_host_group())
     return gathered
 
 

@@ -1,7 +1,7 @@
-"""What each DDP rank trains and validates on: its slice of each epoch of the prepared data
-(job.prepare's Parquet parts, streamed), cut into token-budget batches, and its share of the
-validation set. The batchers take any object with Ray Data's `iter_batches` (the readers here, or
-a Ray Dataset in a test)."""
+"""What each DDP rank trains and validates on: its share of each epoch of the prepared data
+(job.prepare's Parquet parts, streamed; which rows, job.position), cut into token-budget
+batches, and its share of the validation set. The batchers take any object with Ray Data's
+`iter_batches` (the readers here and in job.position, or a Ray Dataset in a test)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ import numpy as np
 import pyarrow as pa
 
 from job import storage
-from job.batching import Batch, chunk_batches, list_column
+from job.batching import Batch, chunk_order, list_column, make_batch
 from job.config import Config
 
 TRAIN_COLUMNS = ("src_ids", "tgt_ids")
 
 
-def _rebatch(tables: Iterator[pa.Table], batch_size: int) -> Iterator[pa.Table]:
+def rebatch(tables: Iterator[pa.Table], batch_size: int) -> Iterator[pa.Table]:
     pending, rows = [], 0
     for table in tables:
         while table.num_rows:
@@ -34,7 +34,7 @@ def _rebatch(tables: Iterator[pa.Table], batch_size: int) -> Iterator[pa.Table]:
         yield pa.concat_tables(pending)
 
 
-def _prefetched(paths: list, load) -> Iterator:
+def prefetched(paths: list, load) -> Iterator:
     """load(path) for each path, the next one read by a thread while the caller works."""
     with ThreadPoolExecutor(1) as pool:
         ahead = pool.submit(load, paths[0]) if paths else None
@@ -42,41 +42,6 @@ def _prefetched(paths: list, load) -> Iterator:
             current = ahead.result()
             ahead = pool.submit(load, paths[i + 1]) if i + 1 < len(paths) else None
             yield current
-
-
-class EpochSlice:
-    """This rank's rows of one epoch of the prepared training data. The epoch's order is a
-    function of (seed, epoch) alone: the parts shuffled, each part's rows shuffled, the whole
-    cut into `world` equal contiguous slices (the N mod world rows at the end wait for another
-    epoch). Any worker count, a restart or a resume reproduces the same epoch."""
-
-    def __init__(self, parts: list[tuple[str, int]], seed: int, epoch: int, rank: int, world: int):
-        rng = np.random.default_rng([seed, 7_777, epoch])
-        self.order = [(parts[i][0], parts[i][1], int(i)) for i in rng.permutation(len(parts))]
-        self.seed, self.epoch = seed, epoch
-        per_rank = sum(rows for _, rows, _ in self.order) // world
-        self.lo, self.hi = rank * per_rank, (rank + 1) * per_rank
-
-    def _pieces(self) -> list[tuple[str, int, int, int]]:
-        """(path, part number, first row, end row) of the parts this slice reads."""
-        out, start = [], 0
-        for path, rows, number in self.order:
-            lo, hi = max(self.lo, start), min(self.hi, start + rows)
-            if lo < hi:
-                out.append((path, number, lo - start, hi - start))
-            start += rows
-        return out
-
-    def _load(self, piece) -> pa.Table:
-        path, number, lo, hi = piece
-        table = storage.read_parquet(path, TRAIN_COLUMNS)
-        rows = np.random.default_rng([self.seed, 7_778, self.epoch, number]).permutation(
-            table.num_rows
-        )
-        return table.take(rows[lo:hi])
-
-    def iter_batches(self, *, batch_size: int, **_) -> Iterator[pa.Table]:
-        return _rebatch(_prefetched(self._pieces(), self._load), batch_size)
 
 
 class PartsReader:
@@ -87,39 +52,62 @@ class PartsReader:
 
     def iter_batches(self, *, batch_size: int, **_) -> Iterator[pa.Table]:
         load = functools.partial(storage.read_parquet, columns=self.columns)
-        return _rebatch(_prefetched(self.paths, load), batch_size)
+        return rebatch(prefetched(self.paths, load), batch_size)
+
+
+@dataclass
+class TrainBatch:
+    """A training batch and, when the rows came from job.position's EpochShare, their epoch
+    positions and row ids (what the checkpoint's position records)."""
+
+    batch: Batch
+    positions: np.ndarray | None = None
+    ids: np.ndarray | None = None
 
 
 class EpochBatches:
     """Token-budget batches over this worker's rows for one epoch, bucketed and shuffled chunk by
     chunk, in cost-matched order: every rank's i-th batch of a chunk comes from the same cost
-    quantile, so DDP ranks rarely wait on each other (batching.cost_matched_order)."""
+    quantile, so DDP ranks rarely wait on each other (batching.cost_matched_order).
+    `on_chunk(rows)` is called when a new chunk of `rows` rows is read: every batch of the
+    previous one has been handed out."""
 
-    def __init__(self, shard, cfg: Config, rank: int, epoch: int):
+    def __init__(self, shard, cfg: Config, rank: int, epoch: int, on_chunk=None):
         self.tables = iter(
             shard.iter_batches(
                 batch_format="pyarrow", batch_size=cfg.train.shuffle_chunk_rows, prefetch_batches=1
             )
         )
-        self.batches = iter(())
-        self.cfg, self.epoch, self.chunk = cfg, epoch, 0
+        self.batches: Iterator[TrainBatch] = iter(())
+        self.cfg, self.epoch, self.chunk, self.on_chunk = cfg, epoch, 0, on_chunk
         self.rng = np.random.default_rng([cfg.train.seed, rank, epoch])
 
-    def next(self) -> Batch | None:
+    def next(self) -> TrainBatch | None:
         while True:
-            batch = next(self.batches, None)
-            if batch is not None:
-                return batch
+            item = next(self.batches, None)
+            if item is not None:
+                return item
             table = next(self.tables, None)
             if table is None:
                 return None
-            sv, so = list_column(table.column("src_ids"))
-            tv, to = list_column(table.column("tgt_ids"))
-            # Seeded alike on every rank: the ranks walk their cost strata in one order.
-            shared = np.random.default_rng([self.cfg.train.seed, 1_000_003, self.epoch, self.chunk])
-            self.chunk += 1
-            self.batches = chunk_batches(
-                sv, so, tv, to, self.cfg.train.batch_tokens, self.rng, shared
+            if self.on_chunk is not None:
+                self.on_chunk(table.num_rows)
+            self.batches = self._chunk(table)
+
+    def _chunk(self, table: pa.Table) -> Iterator[TrainBatch]:
+        sv, so = list_column(table.column("src_ids"))
+        tv, to = list_column(table.column("tgt_ids"))
+        names = table.column_names
+        positions = table.column("position").to_numpy() if "position" in names else None
+        ids = table.column("row_id").to_numpy() if "row_id" in names else None
+        # Seeded alike on every rank: the ranks walk their cost strata in one order.
+        shared = np.random.default_rng([self.cfg.train.seed, 1_000_003, self.epoch, self.chunk])
+        self.chunk += 1
+        for idx in chunk_order(so, to, self.cfg.train.batch_tokens, self.rng, shared):
+            yield TrainBatch(
+                make_batch(sv, so, tv, to, idx),
+                None if positions is None else positions[idx],
+                None if ids is None else ids[idx],
             )
 
 

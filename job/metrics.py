@@ -4,7 +4,9 @@ line of each row, and the driver thread that prints new rows while the trainer r
 One JSON object per line. Rows: `{"event": "start" | "resume", "step", ...}` when the workers
 start or restart; training rows (step, epoch, train_loss, lr, src_tokens, tgt_tokens,
 tokens_per_s, elapsed_s, ...) every train.log_every_steps; validation rows (valid_loss,
-valid_ppl, valid_bleu, ...) at each checkpoint; `{"event": "early_stop", ...}`.
+valid_ppl, valid_bleu, ...) at each validation, with `epoch_rows`/`epoch_digest` at epoch ends
+(job.position); `{"event": "checkpoint", ...}` at step checkpoints not validated;
+`{"event": "early_stop", ...}`.
 """
 
 from __future__ import annotations
@@ -86,6 +88,8 @@ class ConsoleLines:
     def format(self, r: dict) -> str:
         if r.get("event") in ("start", "resume"):
             what = f"resumed at step {r['step']}: " if r["event"] == "resume" else ""
+            if r.get("epoch_rows_done"):
+                what += f"{r['epoch_rows_done']:,} rows into epoch {r['epoch'] + 1}, "
             nodes = len(set(r.get("nodes", [])))
             return (
                 f"[train] {what}{r['parameters']:,} parameters, {r['workers']} worker(s) "
@@ -95,6 +99,13 @@ class ConsoleLines:
             return self._train(r)
         if "valid_loss" in r:
             return self._valid(r)
+        if r.get("event") == "checkpoint":
+            done = (
+                f", {r['epoch_rows_done']:,} rows of the epoch done"
+                if "epoch_rows_done" in r
+                else ""
+            )
+            return f"[train] checkpoint at step {r['step']}{done}"
         if r.get("event") == "early_stop":
             return (
                 f"[train] early stop at epoch {r['epoch']}: no better validation BLEU "

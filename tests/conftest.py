@@ -89,3 +89,40 @@ def make_checkpoint(directory, *overrides: str) -> str:
     model = build_model(cfg.model, vocab.src_size, vocab.tgt_size)
     write_checkpoint(str(directory), model, None, {"step": 0}, cfg, vocab)
     return str(directory)
+
+
+def write_parts(tmp_path, sizes):
+    """Prepared parts of the given row counts; row i of the whole has src_ids [i + 4]."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parts, start = [], 0
+    for k, n in enumerate(sizes):
+        ids = pa.list_(pa.int32())
+        rows = range(start, start + n)
+        table = pa.table({"src_ids": pa.array([[i + 4] for i in rows], ids),
+                          "tgt_ids": pa.array([[5, 6]] * n, ids),
+                          "target": [f"ref {i}" for i in rows]})  # fmt: skip
+        path = str(tmp_path / f"{k:06d}.parquet")
+        pq.write_table(table, path)
+        parts.append((path, n))
+        start += n
+    return parts
+
+
+def epoch_rows_and_digests(run_dir: str) -> tuple[list, tuple]:
+    """Each finished epoch's (epoch_rows, epoch_digest) from metrics.jsonl, and what training
+    each prepared row once gives (the rows, job.position.digest_of_parts)."""
+    import json
+    import os
+
+    from job.manifest import PREPARED_DIR, part_paths, read_manifest
+    from job.position import digest_of_parts
+
+    prepared = os.path.join(run_dir, PREPARED_DIR)
+    parts = part_paths(prepared, read_manifest(prepared), "train")
+    with open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    epochs = [(r["epoch_rows"], r["epoch_digest"]) for r in rows if "epoch_rows" in r]
+    once = (sum(n for _, n in parts), f"{digest_of_parts(parts):016x}")
+    return epochs, once

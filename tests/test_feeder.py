@@ -2,11 +2,12 @@
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from job.batching import list_column
 from job.config import Config
+
+from conftest import write_parts
 
 pytestmark = pytest.mark.integration
 
@@ -28,15 +29,17 @@ def test_an_epoch_yields_every_row_once_in_token_budget_batches(ray_cluster):
     cfg = Config.model_validate({"train": {"batch_tokens": 400, "shuffle_chunk_rows": 1000}})
     batches = EpochBatches(ds, cfg, rank=0, epoch=0)
     rows, sizes = 0, []
-    while (b := batches.next()) is not None:
+    while (item := batches.next()) is not None:
+        b = item.batch
         rows += b.src.size(0)
         sizes.append(b.src.numel() + b.tgt_out.numel())
+        assert item.positions is None  # a plain dataset: no epoch positions
     assert rows == 3000 and max(sizes) <= 400
     src_tokens = sum(len(x) + 1 for x in table.column("src_ids").to_pylist())
     again = EpochBatches(ds, cfg, rank=0, epoch=0)
     total = 0
-    while (b := again.next()) is not None:
-        total += b.src_tokens
+    while (item := again.next()) is not None:
+        total += item.batch.src_tokens
     assert total == src_tokens  # the same rows, EOS included, in a reproducible epoch
 
 
@@ -47,7 +50,7 @@ def test_epochs_differ_in_order_ranks_differ_in_batches(ray_cluster):
     cfg = Config.model_validate({"train": {"batch_tokens": 300, "shuffle_chunk_rows": 1000}})
 
     def first_batch(rank, epoch):
-        return EpochBatches(ds, cfg, rank, epoch).next().src.tolist()
+        return EpochBatches(ds, cfg, rank, epoch).next().batch.src.tolist()
 
     assert first_batch(0, 0) == first_batch(0, 0)
     assert first_batch(0, 0) != first_batch(0, 1)
@@ -74,50 +77,6 @@ def test_a_rank_with_no_validation_rows_gets_an_empty_share(ray_cluster):
 
     share = load_valid_share(ray_cluster.data.from_arrow(encoded_table(2)), rank=3, world=4)
     assert len(share.index) == 0 and share.src_lists == [] and share.references == []
-
-
-def write_parts(tmp_path, sizes):
-    """Prepared parts of the given row counts; row i of the whole has src_ids [i + 4]."""
-    parts, start = [], 0
-    for k, n in enumerate(sizes):
-        ids = pa.list_(pa.int32())
-        rows = range(start, start + n)
-        table = pa.table({"src_ids": pa.array([[i + 4] for i in rows], ids),
-                          "tgt_ids": pa.array([[5, 6]] * n, ids),
-                          "target": [f"ref {i}" for i in rows]})  # fmt: skip
-        path = str(tmp_path / f"{k:06d}.parquet")
-        pq.write_table(table, path)
-        parts.append((path, n))
-        start += n
-    return parts
-
-
-def epoch_rows(parts, seed, epoch, world):
-    from job.feeder import EpochSlice
-
-    out = []
-    for rank in range(world):
-        got = []
-        for t in EpochSlice(parts, seed, epoch, rank, world).iter_batches(batch_size=7):
-            assert t.num_rows <= 7
-            got += [x[0] - 4 for x in t.column("src_ids").to_pylist()]
-        out.append(got)
-    return out
-
-
-def test_every_epoch_is_a_new_order_of_every_row_for_any_worker_count(tmp_path):
-    parts = write_parts(tmp_path, [40, 3, 25, 32])
-    for world in (1, 2, 3):
-        slices = epoch_rows(parts, seed=1, epoch=0, world=world)
-        assert {len(s) for s in slices} == {100 // world}  # equal slices
-        seen = [i for s in slices for i in s]
-        assert len(set(seen)) == len(seen) == 100 // world * world  # each row at most once
-    one, again = epoch_rows(parts, 1, 0, 1)[0], epoch_rows(parts, 1, 0, 1)[0]
-    assert one == again and sorted(one) == list(range(100))  # a function of (seed, epoch)
-    assert one != epoch_rows(parts, 1, 1, 1)[0] != epoch_rows(parts, 2, 1, 1)[0]
-    assert one != list(range(100))  # rows are shuffled, not only parts
-    # the same epoch cut for 2 or 3 workers is the same order: slices of one sequence
-    assert [i for s in epoch_rows(parts, 1, 0, 2) for i in s] == one
 
 
 def test_parts_reader_gives_every_row_in_manifest_order(tmp_path):

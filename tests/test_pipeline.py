@@ -9,7 +9,7 @@ import pytest
 
 from job.config import load_config
 
-from conftest import DATA, MESSY_REASONS, tiny_overrides
+from conftest import DATA, MESSY_REASONS, epoch_rows_and_digests, tiny_overrides
 
 pytestmark = pytest.mark.integration
 
@@ -93,6 +93,14 @@ def test_workers_took_the_same_steps(tiny_run):
     with open(os.path.join(summary["best_checkpoint"], "state.json"), encoding="utf-8") as f:
         state = json.load(f)
     assert state["step"] in {r["step"] for r in valid} and state["step"] > 0
+
+
+def test_each_epoch_trains_every_row_once(tiny_run):
+    """Two ranks whose batches run out at different steps: the epoch goes on until both have
+    trained all their rows (the one that ran out joins with empty batches)."""
+    cfg, summary = tiny_run
+    epochs, once = epoch_rows_and_digests(summary["run_dir"])
+    assert len(epochs) >= cfg.train.epochs and set(epochs) == {once}
 
 
 def test_python_api_translates_with_scores(tiny_run):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATA, ROOT, tiny_overrides
+from conftest import DATA, ROOT, epoch_rows_and_digests, tiny_overrides
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 BIN = Path(sys.executable).parent
@@ -275,7 +275,8 @@ def test_submitted_training_uses_both_nodes_then_translate_job(two_node_cluster,
 
 def test_elastic_run_survives_a_lost_node_and_grows_back(tmp_path):
     """scaling.num_workers [1, 2]: a node dies mid-run -> the run goes on with 1 worker from the
-    latest checkpoint; a node joins -> it grows back to 2 workers; every epoch is validated once.
+    latest (step) checkpoint; a node joins -> it grows back to 2 workers; every epoch is validated
+    once and trains each row once, across the resizes.
     20 epochs: enough training left after the node joins for the resize (node start-up, the
     resize interval, a restart) to happen before the run ends."""
     cluster = Cluster(tmp_path)
@@ -292,6 +293,7 @@ def test_elastic_run_survives_a_lost_node_and_grows_back(tmp_path):
                 "scaling.num_workers": "[1,2]",
                 "scaling.max_failures": 5,
                 "scaling.elastic_resize_interval_s": 5,
+                "train.checkpoint_every_steps": 25,
                 "train.early_stopping_patience": "null",
                 "train.average_last": 0,
                 "train.max_minutes": "null",
@@ -339,6 +341,9 @@ def test_elastic_run_survives_a_lost_node_and_grows_back(tmp_path):
         assert [r["epoch"] for r in log if "valid_loss" in r and not r.get("averaged")] == list(
             range(1, 21)
         )
+        # the resizes resumed mid-epoch with another worker count: still each row once per epoch
+        epochs, once = epoch_rows_and_digests(str(shared / "sample"))
+        assert len(epochs) == 20 and set(epochs) == {once}
         assert summary["best_checkpoint"]
     finally:
         cluster.stop()
