@@ -35,21 +35,37 @@ CONFIG_FILE = "config.yaml"
 
 def write_checkpoint(
     directory: str,
-    model: Seq2Seq,
-    optimizer: torch.optim.Optimizer | None,
+    model: Seq2Seq | dict,
+    optimizer: torch.optim.Optimizer | dict | None,
     state: dict,
     cfg: Config,
     vocab: Vocabulary,
 ) -> None:
+    """Write a checkpoint directory; model and optimizer may be given as their state dicts (a
+    host_copy taken earlier, when the files are written off the training thread)."""
     os.makedirs(directory, exist_ok=True)
-    torch.save(model.state_dict(), os.path.join(directory, MODEL_FILE))
+    weights = model if isinstance(model, dict) else model.state_dict()
+    torch.save(weights, os.path.join(directory, MODEL_FILE))
     if optimizer is not None:
-        torch.save(optimizer.state_dict(), os.path.join(directory, OPTIMIZER_FILE))
+        moments = optimizer if isinstance(optimizer, dict) else optimizer.state_dict()
+        torch.save(moments, os.path.join(directory, OPTIMIZER_FILE))
     with open(os.path.join(directory, STATE_FILE), "w") as f:
         json.dump(state, f, indent=1)
     with open(os.path.join(directory, CONFIG_FILE), "w") as f:
         f.write(dump_config(cfg))
     vocab.save(os.path.join(directory, VOCAB_DIR))
+
+
+def host_copy(tree):
+    """A copy of a state dict (nested dicts/lists of tensors and plain values) in host memory:
+    what the weights and optimizer moments are now, while training goes on changing them."""
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().to("cpu", copy=True)
+    if isinstance(tree, dict):
+        return {k: host_copy(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(host_copy(v) for v in tree)
+    return tree
 
 
 @dataclass

@@ -21,7 +21,7 @@ import ray.train.torch
 import torch
 from ray.train import CheckpointUploadMode
 
-from job.checkpoint import read_checkpoint, write_checkpoint
+from job.checkpoint import host_copy, read_checkpoint, write_checkpoint
 from job.config import Config
 from job.device import Precision, keep_freed_memory
 from job.distributed import (
@@ -284,8 +284,9 @@ def _report(
 ) -> None:
     """Collective: validation (when asked), then [Ray] ray.train.report on every rank, with the
     checkpoint that rank 0 writes when `progress` is given (mid-epoch: with the position in the
-    epoch) or at an epoch end (progress None and epoch None). Rank 0 writes the checkpoint's
-    files; Ray uploads them from a background thread while the workers train on."""
+    epoch) or at an epoch end (progress None and epoch None). Rank 0 copies the weights and
+    optimizer moments to host memory; Ray's upload thread writes and uploads the files while
+    every rank trains on."""
     stats = w.stats
     at_epoch_end = progress is None and epoch is None
     checkpoint_due = progress is not None or at_epoch_end
@@ -312,22 +313,31 @@ def _report(
     if not checkpoint_due:
         ray.train.report(result)
         return
-    checkpoint = None
+    checkpoint, upload_fn = None, None
     if w.rank == 0:
         state = {**stats.state_dict(), "metrics": result}
         if w.scaler is not None:
             state["scaler"] = w.scaler.state_dict()
         if position is not None:
             state["position"] = position[0]
+        # what the weights and moments are now; the files are written by Ray's upload thread
+        weights, moments = host_copy(w.model.state_dict()), host_copy(w.optimizer.state_dict())
+        done = None if position is None else position[1]
+
+        def upload(ckpt: ray.train.Checkpoint, name: str) -> ray.train.Checkpoint:
+            write_checkpoint(ckpt.path, weights, moments, state, w.cfg, w.vocab)
+            if done is not None:
+                save_done(ckpt.path, done)
+            return ray.train.get_context().get_storage().persist_current_checkpoint(ckpt, name)
+
         directory = tempfile.mkdtemp(prefix="checkpoint-")  # Ray deletes it after the upload
-        write_checkpoint(directory, w.model, w.optimizer, state, w.cfg, w.vocab)
-        if position is not None:
-            save_done(directory, position[1])
         checkpoint = ray.train.Checkpoint.from_directory(directory)
+        upload_fn = upload
     w.reported_step = stats.step
     ray.train.report(
-        result, checkpoint=checkpoint, checkpoint_upload_mode=CheckpointUploadMode.ASYNC
-    )
+        result, checkpoint=checkpoint, checkpoint_upload_mode=CheckpointUploadMode.ASYNC,
+        checkpoint_upload_fn=upload_fn,
+    )  # fmt: skip
 
 
 def _gather_position(w: Worker, progress: EpochProgress) -> tuple[dict, object] | None:
