@@ -123,7 +123,7 @@ def training(precision: str, minutes: float, work: Path, gpu: bool, name: str) -
 def translation(work: Path, gpu: bool) -> dict:
     """(d): bulk translation of the test split with the bf16 run's checkpoint."""
     run = work / "tp-gpu-bf16"
-    checkpoints = sorted(run.glob("checkpoint_*"))
+    checkpoints = sorted(p for p in run.glob("checkpoint_*") if p.is_dir())
     if not checkpoints:
         return {"skipped": "no bf16 checkpoint"}
     t0 = time.perf_counter()
