@@ -4,7 +4,9 @@ finding the best one of a finished run.
 Layout of a checkpoint directory:
     model.pt       model state_dict (tensors only: loaded with torch.load(weights_only=True))
     optimizer.pt   optimizer state_dict (tensors and plain values only)
-    state.json     step, epoch, elapsed training time, best validation BLEU, metrics at save time
+    state.json     step, epoch, elapsed training time, best validation BLEU, metrics at save time,
+                   mid-epoch the position (job.position), with fp16 the GradScaler's state
+    position.npy   mid-epoch only: the epoch's done rows, one bit each (job.position)
     config.yaml    the resolved run config
     vocab/         vocab.json (+ spm.model)
 """

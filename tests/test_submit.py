@@ -293,7 +293,7 @@ def test_elastic_run_survives_a_lost_node_and_grows_back(tmp_path):
                 "scaling.num_workers": "[1,2]",
                 "scaling.max_failures": 5,
                 "scaling.elastic_resize_interval_s": 5,
-                "train.checkpoint_every_steps": 25,
+                "train.checkpoint_every_steps": 40,
                 "train.early_stopping_patience": "null",
                 "train.average_last": 0,
                 "train.max_minutes": "null",
