@@ -28,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from common import ROOT, append_section, run_cli
@@ -67,9 +68,7 @@ def module_dtypes(device: torch.device) -> dict:
     gen = torch.Generator().manual_seed(0)
     rows = [torch.randint(4, 4000, (int(n),), generator=gen).tolist() for n in range(5, 45)]
     sv, so = flatten(rows)
-    batch = next(
-        iter(chunk_batches(sv, so, sv, so, 4000, __import__("numpy").random.default_rng(0)))
-    )
+    batch = next(iter(chunk_batches(sv, so, sv, so, 4000, np.random.default_rng(0))))
     b = batch.to(device)
     out: dict = {}
     for name in ("fp32", "bf16", "fp16"):
