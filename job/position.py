@@ -69,13 +69,12 @@ class EpochOrder:
         np.cumsum(rows, out=self.starts[1:])
         self.total = int(self.starts[-1])
 
-    def share(self, rank: int, world: int, done: np.ndarray | None = None) -> np.ndarray:
+    def share(self, rank: int, world: int, remaining: np.ndarray | None = None) -> np.ndarray:
         """The positions rank trains: its contiguous, near-equal piece (sizes differ by at most
-        one row) of the positions `done` does not mark (all of them when done is None)."""
-        if done is None:
+        one row) of `remaining`, the positions not yet done (all of them when None)."""
+        if remaining is None:
             lo, hi = rank * self.total // world, (rank + 1) * self.total // world
             return np.arange(lo, hi, dtype=np.int64)
-        remaining = np.flatnonzero(~done)
         n = len(remaining)
         return remaining[rank * n // world : (rank + 1) * n // world]
 
@@ -126,7 +125,11 @@ class EpochProgress:
         self.done_before: np.ndarray | None = restored.get("done")
         self.rows_before = int(restored.get("rows", 0))
         self.digest_before = int(restored.get("digest", 0))
-        self.positions = order.share(rank, world, self.done_before)
+        # the positions not yet done, computed once (N bits scanned); rank 0 keeps them to place
+        # every rank's share in combine()
+        remaining = None if self.done_before is None else np.flatnonzero(~self.done_before)
+        self.positions = order.share(rank, world, remaining)
+        self.remaining = remaining if rank == 0 else None
         self.finished = 0  # positions[:finished]: the chunks this rank has finished
         self.chunk_rows = 0  # rows of the current chunk
         self.partial: list[np.ndarray] = []  # positions trained from the current chunk
@@ -155,11 +158,15 @@ class EpochProgress:
         if self.done_before is not None:
             done |= self.done_before
         for rank, loc in enumerate(locals_):
-            done[self.order.share(rank, self.world, self.done_before)[: loc["finished"]]] = True
+            done[self.order.share(rank, self.world, self.remaining)[: loc["finished"]]] = True
             done[loc["partial"]] = True
-        rows = self.rows_before + sum(loc["rows"] for loc in locals_)
-        total = (self.digest_before + sum(loc["digest"] for loc in locals_)) & _MASK
-        return done, rows, total
+        return (done, *self.totals([(loc["rows"], loc["digest"]) for loc in locals_]))
+
+    def totals(self, counts: list[tuple[int, int]]) -> tuple[int, int]:
+        """The epoch's rows and digest so far, from every rank's (rows, digest) since this
+        process started the epoch, and what the checkpoint restored."""
+        rows = self.rows_before + sum(r for r, _ in counts)
+        return rows, (self.digest_before + sum(d for _, d in counts)) & _MASK
 
 
 def save_done(directory: str, done: np.ndarray) -> None:

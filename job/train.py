@@ -245,10 +245,7 @@ def _train_epoch(w: Worker, progress: EpochProgress, clock: Clock, window: Windo
 def _epoch_rows(progress: EpochProgress) -> tuple[int, int]:
     """Collective: the rows the finished epoch trained over all ranks and restarts, and their
     digest (job.position)."""
-    counts = all_gather((progress.rows, progress.digest))
-    rows = progress.rows_before + sum(r for r, _ in counts)
-    digest = (progress.digest_before + sum(d for _, d in counts)) % (1 << 64)
-    return rows, digest
+    return progress.totals(all_gather((progress.rows, progress.digest)))
 
 
 def _log_train(w: Worker, window: Window, progress: float, epoch: float, elapsed: float) -> None:
