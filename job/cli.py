@@ -18,7 +18,7 @@ import json
 import sys
 
 from job.config import load_config
-from job.errors import ConfigError, user_error_of
+from job.errors import ConfigError, not_found_message, user_error_of
 
 DEFAULT_CONFIG = "configs/sample.yaml"
 
@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = COMMANDS[args.command](args)
     except FileNotFoundError as exc:  # a path the user gave that is not there
-        print(f"error: not found: {exc.filename or exc}", file=sys.stderr)
+        print(f"error: {not_found_message(exc)}", file=sys.stderr)
         return 2
     except Exception as exc:
         error = user_error_of(exc)

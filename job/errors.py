@@ -52,3 +52,19 @@ def user_error_of(exc: BaseException) -> UserError | None:
         exc = getattr(exc, "cause", None) or exc.__cause__
         seen += 1
     return None
+
+
+def not_found_message(exc: FileNotFoundError) -> str:
+    """One line for a path that is not there: `not found: PATH`, also when a Ray task raised it
+    (the wrapper's text is a whole traceback; the cause it holds has the path)."""
+    seen, cur = 0, exc
+    while cur is not None and seen < 8:
+        if getattr(cur, "filename", None):
+            return f"not found: {cur.filename}"
+        nxt = getattr(cur, "cause", None) or cur.__cause__
+        if nxt is None:
+            break
+        cur, seen = nxt, seen + 1
+    lines = [line.strip() for line in str(cur).splitlines() if line.strip()]
+    text = lines[-1] if lines else type(cur).__name__
+    return text if "not found" in text.lower() else f"not found: {text}"

@@ -13,6 +13,7 @@ from job.errors import (
     ReportError,
     UserError,
     VocabError,
+    not_found_message,
     user_error_of,
 )
 
@@ -84,6 +85,29 @@ def test_data_error_from_a_ray_task_is_unwrapped(ray_cluster):
         ray_cluster.get(fails.remote())
     assert "ray::fails()" in str(info.value) and "File " in str(info.value)  # Ray's own message
     assert str(user_error_of(info.value)) == "corpus.csv: column 'source' not found"
+
+
+def test_a_missing_file_in_a_ray_task_is_one_line_naming_it(ray_cluster, tmp_path):
+    """A FileNotFoundError raised in a task reaches the driver as a RayTaskError that is also a
+    FileNotFoundError, whose text is a whole traceback: the message names the path alone."""
+    missing = tmp_path / "data" / "train.csv"
+
+    @ray_cluster.remote
+    def opens(path):
+        open(path).close()
+
+    @ray_cluster.remote
+    def raises_bare(path):
+        raise FileNotFoundError(path)  # no filename attribute, as some libraries raise it
+
+    for task in (opens, raises_bare):
+        with pytest.raises(FileNotFoundError) as info:
+            ray_cluster.get(task.remote(str(missing)))
+        assert "Traceback" in str(info.value) or "File " in str(info.value)
+        assert not_found_message(info.value) == f"not found: {missing}"
+    assert not_found_message(FileNotFoundError("x.csv: corpus not found")) == (
+        "x.csv: corpus not found"
+    )
 
 
 def test_every_kind_is_a_user_error_and_a_value_error():

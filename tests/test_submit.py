@@ -9,8 +9,10 @@ afterwards, also when the test fails (only the processes of this cluster: its ow
 
 import contextlib
 import csv
+import glob
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -128,14 +130,21 @@ class Cluster:
         )
         self.env["RAY_ADDRESS"] = f"http://127.0.0.1:{dash}"
         self.nodes = 1
+        self.added = 0
 
     def add_node(self) -> int:
         """Start one more 1-CPU node; returns its raylet's pid once the cluster lists it."""
         before = raylet_pids()
+        self.added += 1
         ray_cli(
             "start",
             f"--address=127.0.0.1:{self.gcs}",
             "--num-cpus=1",
+            # Its own temp dir, as a node on another machine has: nodes sharing one would share
+            # the unpacked --working-dir too, and each node's runtime-env agent deletes and
+            # unpacks it again when its first task needs it, pulling the files (and the cwd) from
+            # under the driver on the other node ("corpus not found: data/...").
+            f"--temp-dir={self.temp_dir}-node{self.added}",
             f"--dashboard-agent-listen-port={free_port()}",
             env=self.env,
         )
@@ -167,9 +176,11 @@ class Cluster:
         self.nodes -= 1
 
     def stop(self) -> None:
-        kill_cluster(
-            self.temp_dir
-        )  # not `ray stop`: that would stop every Ray cluster on the machine
+        # Not `ray stop`: that would stop every Ray cluster on the machine. The node temp dirs
+        # start with the head's, so one prefix finds every process and directory of this cluster.
+        kill_cluster(self.temp_dir)
+        for d in glob.glob(self.temp_dir + "*"):
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def _ppid(pid: int) -> int | None:
@@ -232,14 +243,27 @@ def submit(env, name, *job_args, timeout=600):
 
 
 def test_submitted_training_uses_both_nodes_then_translate_job(two_node_cluster, tmp_path):
+    """The README's command as written: a config and corpus inside the uploaded working dir,
+    named by relative paths, which the driver and every node's tasks resolve in their own copy."""
     env = two_node_cluster
     shared = tmp_path / "shared"
+    rel = DATA.relative_to(ROOT).as_posix()
     summary = submit(
         env,
         "train",
         "train",
+        "--config",
+        "configs/sample.yaml",
         "--set",
-        *tiny_overrides(tmp_path, **{"storage_path": str(shared), "data.test": "null"}),
+        *tiny_overrides(
+            tmp_path,
+            **{
+                "storage_path": str(shared),
+                "data.train": f"{rel}/tiny_train.csv",
+                "data.valid": f"{rel}/tiny_valid.csv",
+                "data.test": "null",
+            },
+        ),
     )
     run_dir = Path(summary["run_dir"])
     assert run_dir.parent == shared
@@ -259,7 +283,7 @@ def test_submitted_training_uses_both_nodes_then_translate_job(two_node_cluster,
         "--checkpoint",
         summary["best_checkpoint"],
         "--input",
-        str(DATA / "tiny_test.csv"),
+        f"{rel}/tiny_test.csv",
         "--output",
         str(out),
         "--beam",
