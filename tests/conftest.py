@@ -1,4 +1,5 @@
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -126,3 +127,38 @@ def epoch_rows_and_digests(run_dir: str) -> tuple[list, tuple]:
     epochs = [(r["epoch_rows"], r["epoch_digest"]) for r in rows if "epoch_rows" in r]
     once = (sum(n for _, n in parts), f"{digest_of_parts(parts):016x}")
     return epochs, once
+
+
+def doc_commands(path: Path) -> list[tuple[str, str]]:
+    """(section heading, command) for every command in the ```bash blocks of a Markdown file:
+    continuation lines joined, comments and blank lines dropped, `a && b` split."""
+    out, heading, block = [], "", None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if block is None:
+            if line.startswith("#"):
+                heading = line.lstrip("# ").strip()
+            elif line.strip() == "```bash":
+                block = []
+            continue
+        if line.strip() == "```":
+            text = "\n".join(block).replace("\\\n", " ")
+            for cmd in text.splitlines():
+                cmd = _strip_comment(cmd).strip()
+                for part in (p.strip() for p in cmd.split(" && ")):
+                    if part:
+                        out.append((heading, re.sub(r"\s+", " ", part)))
+            block = None
+        else:
+            block.append(line)
+    return out
+
+
+def _strip_comment(line: str) -> str:
+    """The line without a trailing `# comment` (a # inside quotes stays)."""
+    quote = None
+    for i, ch in enumerate(line):
+        if ch in "'\"" and quote in (None, ch):
+            quote = None if quote else ch
+        elif ch == "#" and quote is None and (i == 0 or line[i - 1].isspace()):
+            return line[:i]
+    return line

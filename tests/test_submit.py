@@ -1,10 +1,10 @@
-"""A real two-node Ray cluster on this machine, driven the way users drive a cluster.
+"""Real two-node Ray clusters on this machine, driven the way users drive a cluster.
 
-`ray start --head` (token authentication on) + `ray start --address` (a second node), then
-`ray job submit --working-dir . -- python -m job train ...` and a submitted `translate` job.
-Checks: both jobs SUCCEEDED, the two DDP workers ran on different nodes, checkpoints landed in
-the shared storage path, the translation has one row per input row. The cluster is stopped
-afterwards, also when the test fails (only the processes of this cluster: its own temp dir).
+cluster/README.md's step 0 as written (`ray start --head` + `ray start --address` with token
+authentication, `ray job submit --working-dir . -- python -m job train` on the bundled corpus by
+relative paths) and a submitted `translate` job; and an elastic run that loses a node and gains
+one back. Each node has its own temp dir, as a node on another machine has. A cluster is stopped
+afterwards, also when the test fails (only the processes of this cluster: its own temp dirs).
 """
 
 import contextlib
@@ -12,6 +12,7 @@ import csv
 import glob
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -24,10 +25,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATA, ROOT, epoch_rows_and_digests, tiny_overrides
+from conftest import DATA, ROOT, doc_commands, epoch_rows_and_digests, tiny_overrides
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 BIN = Path(sys.executable).parent
+CLUSTER_README = ROOT / "cluster" / "README.md"
 
 
 def free_port() -> int:
@@ -190,16 +192,6 @@ def _ppid(pid: int) -> int | None:
         return None
 
 
-@pytest.fixture
-def two_node_cluster(tmp_path):
-    cluster = Cluster(tmp_path)
-    try:
-        cluster.add_node()
-        yield cluster.env
-    finally:
-        cluster.stop()
-
-
 def submit(env, name, *job_args, timeout=600):
     """`ray job submit --working-dir . -- python -m job ...`, wait for a final state, return the
     JSON object the command printed last."""
@@ -242,53 +234,89 @@ def submit(env, name, *job_args, timeout=600):
     return json.loads(lines[-1])
 
 
-def test_submitted_training_uses_both_nodes_then_translate_job(two_node_cluster, tmp_path):
-    """The README's command as written: a config and corpus inside the uploaded working dir,
-    named by relative paths, which the driver and every node's tasks resolve in their own copy."""
-    env = two_node_cluster
-    shared = tmp_path / "shared"
-    rel = DATA.relative_to(ROOT).as_posix()
-    summary = submit(
-        env,
-        "train",
-        "train",
-        "--config",
-        "configs/sample.yaml",
-        "--set",
-        *tiny_overrides(
-            tmp_path,
-            **{
-                "storage_path": str(shared),
-                "data.train": f"{rel}/tiny_train.csv",
-                "data.valid": f"{rel}/tiny_valid.csv",
-                "data.test": "null",
-            },
-        ),
-    )
-    run_dir = Path(summary["run_dir"])
-    assert run_dir.parent == shared
-    with open(run_dir / "metrics.jsonl", encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f]
-    start = next(r for r in rows if r.get("event") == "start")
-    assert start["workers"] == 2 and len(set(start["nodes"])) == 2, start
-    ckpts = sorted(p.name for p in run_dir.iterdir() if p.name.startswith("checkpoint_"))
-    assert ckpts and Path(summary["best_checkpoint"]).parent == run_dir
-    assert (Path(summary["best_checkpoint"]) / "model.pt").exists()
+def _isolated(cmd: str, temp_dir: str, ports: dict[str, str], runs: Path) -> str:
+    """A step-0 command of cluster/README.md, isolated from other Ray clusters on this machine:
+    free ports for the fixed ones, temp dirs under this cluster's own prefix, the runs in tmp."""
+    for fixed, free in ports.items():
+        cmd = cmd.replace(fixed, free)
+    cmd = cmd.replace("/tmp/ray-node2", f"{temp_dir}-node2").replace("/tmp/seq2seq-runs", str(runs))
+    if cmd.startswith("ray start --head"):
+        cmd += (
+            f" --temp-dir={temp_dir} --dashboard-host=127.0.0.1 --ray-client-server-port="
+            f"{free_port()} --dashboard-agent-listen-port={free_port()}"
+        )
+    elif cmd.startswith("ray start --address"):
+        cmd += f" --dashboard-agent-listen-port={free_port()}"
+    return cmd
 
-    out = tmp_path / "translations.csv"
-    res = submit(
-        env,
-        "translate",
-        "translate",
-        "--checkpoint",
-        summary["best_checkpoint"],
-        "--input",
-        f"{rel}/tiny_test.csv",
-        "--output",
-        str(out),
-        "--beam",
-        "2",
-    )
+
+def test_readme_two_node_cluster_as_written_then_translate_job(tmp_path):
+    """Step 0 of cluster/README.md, command by command, as a reader runs it: token auth, two
+    `ray start` nodes (the second with its own temp dir), `ray job submit --working-dir .` of the
+    bundled config and corpus by relative paths, then `ray stop`. Only what isolates it from other
+    clusters here changes: ports, temp dirs, the runs directory. Then a submitted `translate` of
+    a corpus inside the working dir. Checks: the job SUCCEEDED, its two DDP workers ran on
+    different nodes, checkpoints landed, the translation has one row per input row, in order."""
+    step0 = [c for heading, c in doc_commands(CLUSTER_README) if heading.startswith("0.")]
+    assert [c.split()[:2] for c in step0] == [
+        ["export", "RAY_AUTH_MODE=token"],
+        ["ray", "get-auth-token"],
+        ["ray", "start"],
+        ["ray", "start"],
+        ["export", "RAY_ADDRESS=http://127.0.0.1:8265"],
+        ["ray", "job"],
+        ["ray", "stop"],
+    ], step0
+    temp_dir = f"/tmp/ray-readme-{uuid.uuid4().hex[:8]}"
+    ports = {"6379": str(free_port()), "8265": str(free_port())}
+    runs = tmp_path / "runs"
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(HOME=str(home), PATH=f"{BIN}:{env.get('PATH', '')}", PYTHONUNBUFFERED="1")
+    try:
+        for cmd in step0[:-1]:
+            cmd = _isolated(cmd, temp_dir, ports, runs)
+            if cmd.startswith("export "):
+                key, value = cmd.split(" ", 1)[1].split("=", 1)
+                env[key] = value
+                continue
+            words = shlex.split(cmd)
+            proc = ray_cli(*words[1:], env=env, timeout=600, check=False)
+            assert proc.returncode == 0, f"{cmd}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+            if words[:2] == ["ray", "job"]:
+                summary = json.loads(
+                    [line for line in proc.stdout.splitlines() if line.startswith("{")][-1]
+                )
+        assert step0[-1] == "ray stop"  # replaced by stopping this cluster's processes only
+        run_dir = Path(summary["run_dir"])
+        assert run_dir == runs / "sample"
+        with open(run_dir / "metrics.jsonl", encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f]
+        start = next(r for r in rows if r.get("event") == "start")
+        assert start["workers"] == 2 and len(set(start["nodes"])) == 2, start
+        assert summary["data"]["train"]["path"] == "data/sample/train.csv"
+        assert (Path(summary["best_checkpoint"]) / "model.pt").exists()
+
+        out = tmp_path / "translations.csv"
+        rel = DATA.relative_to(ROOT).as_posix()
+        res = submit(
+            env,
+            "translate",
+            "translate",
+            "--checkpoint",
+            summary["best_checkpoint"],
+            "--input",
+            f"{rel}/tiny_test.csv",
+            "--output",
+            str(out),
+            "--beam",
+            "2",
+        )
+    finally:
+        kill_cluster(temp_dir)
+        for d in glob.glob(temp_dir + "*"):
+            shutil.rmtree(d, ignore_errors=True)
     with open(DATA / "tiny_test.csv", encoding="utf-8", newline="") as f:
         inputs = list(csv.DictReader(f))
     with open(out, encoding="utf-8", newline="") as f:
