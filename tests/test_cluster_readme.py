@@ -225,8 +225,15 @@ def miniature_wmt14(orig: Path, misaligned: str | None = None) -> dict[str, int]
     return sizes
 
 
+def convert(cwd: Path, out: str) -> subprocess.CompletedProcess:
+    """`bash cluster/wmt14-en-fr.sh OUT`, run in `cwd`."""
+    return subprocess.run(
+        ["bash", str(WMT14), out], cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+
+
 def _walkthrough_conversion() -> list[str]:
-    """The README's conversion command, as argv."""
+    """The README's conversion command, as argv: bash cluster/wmt14-en-fr.sh OUT."""
     cmds = [
         c for _, c in doc_commands(CLUSTER_README) if c.startswith("bash cluster/wmt14-en-fr.sh ")
     ]
@@ -238,13 +245,7 @@ def test_wmt14_conversion_runs_on_a_miniature_of_the_archives(tmp_path):
     argv = _walkthrough_conversion()
     out = tmp_path / argv[2]
     sizes = miniature_wmt14(out / "orig")
-    proc = subprocess.run(
-        ["bash", str(ROOT / argv[1]), argv[2]],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = convert(tmp_path, argv[2])
     assert proc.returncode == 0, proc.stderr
     train_en = (out / "train.en").read_text(encoding="utf-8").splitlines()
     train_fr = (out / "train.fr").read_text(encoding="utf-8").splitlines()
@@ -269,22 +270,14 @@ def test_wmt14_conversion_runs_on_a_miniature_of_the_archives(tmp_path):
     for split, n in (("train", sum(sizes.values())), ("valid", 3), ("test", 2)):
         pair = ParallelFiles(source=str(out / f"{split}.en"), target=str(out / f"{split}.fr"))
         assert open_corpus(pair, ["source", "target"]).count_rows() == n
-    again = subprocess.run(
-        ["bash", str(ROOT / argv[1]), argv[2]],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    again = convert(tmp_path, argv[2])
     assert again.returncode == 0 and "downloading" not in again.stdout  # archives kept, not fetched
     assert (out / "train.en").read_text(encoding="utf-8").splitlines() == train_en
 
 
 def test_wmt14_conversion_names_a_misaligned_corpus(tmp_path):
     miniature_wmt14(tmp_path / "out" / "orig", misaligned="commoncrawl.fr-en")
-    proc = subprocess.run(
-        ["bash", str(WMT14), "out"], cwd=tmp_path, capture_output=True, text=True, timeout=60
-    )
+    proc = convert(tmp_path, "out")
     assert proc.returncode == 1
     assert proc.stderr.strip() == (
         "error: out/orig/commoncrawl.fr-en: 4 English lines but 3 French lines"

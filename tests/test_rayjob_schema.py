@@ -18,7 +18,8 @@ import jsonschema
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
+
 KUBERAY_TAG = "v1.5.1"  # the first KubeRay release whose RayJob has rayClusterSpec.authOptions
 SCHEMA_FILE = ROOT / "tests" / "data" / "kuberay" / f"rayjob-openapi-{KUBERAY_TAG}.json"
 API_VERSION = "ray.io/v1"  # the CRD version whose schema is vendored (served and stored)

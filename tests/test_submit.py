@@ -84,6 +84,14 @@ def _open_files(pid: str) -> list[str]:
     return files
 
 
+def stop_cluster(temp_dir: str) -> None:
+    """Kill the cluster whose temp dirs start with `temp_dir` (the head's and each node's) and
+    remove those dirs."""
+    kill_cluster(temp_dir)
+    for d in glob.glob(temp_dir + "*"):
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def raylet_pids() -> set[int]:
     pids = set()
     for pid in os.listdir("/proc"):
@@ -180,9 +188,7 @@ class Cluster:
     def stop(self) -> None:
         # Not `ray stop`: that would stop every Ray cluster on the machine. The node temp dirs
         # start with the head's, so one prefix finds every process and directory of this cluster.
-        kill_cluster(self.temp_dir)
-        for d in glob.glob(self.temp_dir + "*"):
-            shutil.rmtree(d, ignore_errors=True)
+        stop_cluster(self.temp_dir)
 
 
 def _ppid(pid: int) -> int | None:
@@ -296,6 +302,8 @@ def test_readme_two_node_cluster_as_written_then_translate_job(tmp_path):
         start = next(r for r in rows if r.get("event") == "start")
         assert start["workers"] == 2 and len(set(start["nodes"])) == 2, start
         assert summary["data"]["train"]["path"] == "data/sample/train.csv"
+        ckpts = [p for p in run_dir.iterdir() if p.name.startswith("checkpoint_")]
+        assert ckpts and Path(summary["best_checkpoint"]).parent == run_dir
         assert (Path(summary["best_checkpoint"]) / "model.pt").exists()
 
         out = tmp_path / "translations.csv"
@@ -314,9 +322,7 @@ def test_readme_two_node_cluster_as_written_then_translate_job(tmp_path):
             "2",
         )
     finally:
-        kill_cluster(temp_dir)
-        for d in glob.glob(temp_dir + "*"):
-            shutil.rmtree(d, ignore_errors=True)
+        stop_cluster(temp_dir)
     with open(DATA / "tiny_test.csv", encoding="utf-8", newline="") as f:
         inputs = list(csv.DictReader(f))
     with open(out, encoding="utf-8", newline="") as f:
