@@ -19,13 +19,13 @@ $(STAMP): requirements.lock pyproject.toml
 run: $(STAMP)
 	$(PY) -m job train --config $(CONFIG) $(if $(SET),--set $(SET))
 
-## The whole test suite (what CI runs).
+## The whole test suite (what CI runs), then its 15 slowest tests.
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=15
 
-## Unit and fast integration tests only.
+## Unit tests only: no Ray cluster started (a test that starts one fails unless marked integration).
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not integration and not slow" --durations=5
 
 LINTED := job tests bench tools
 

@@ -55,8 +55,8 @@ def main() -> None:
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
 
-    from job.sampling import Sampling
-    from job.translate import DecodeOptions, Translator
+    from job.inference.translator import DecodeOptions, Translator
+    from job.model.sampling import Sampling
 
     checkpoint = args.checkpoint or latest_checkpoint()
     with open(TEST, encoding="utf-8", newline="") as f:
@@ -87,7 +87,7 @@ def main() -> None:
     rate["score_loop"] = loop_n / loop_s
 
     # the bulk path: whole jobs, start-up included in both
-    from job.bulk import bulk_score, bulk_translate
+    from job.inference.bulk import bulk_score, bulk_translate
     from job.runtime import init_ray
 
     os.environ.pop("RAY_ADDRESS", None)

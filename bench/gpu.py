@@ -58,10 +58,10 @@ def peak_for(name: str, precision: str) -> float | None:
 
 def module_dtypes(device: torch.device) -> dict:
     """(a): {precision: {module kind: output dtypes}} for one training forward."""
-    from job.batching import chunk_batches, flatten
     from job.config import load_config
-    from job.device import Precision
-    from job.model import build_model
+    from job.model.batching import chunk_batches, flatten
+    from job.model.device import Precision
+    from job.model.seq2seq import build_model
 
     cfg = load_config(ROOT / "configs" / "sample.yaml")
     model = build_model(cfg.model, 4000, 4000).to(device)

@@ -10,7 +10,7 @@
     KILL_EVERY steps: the steps lost (the last step logged before the kill minus the step the
     restart resumed at), the seconds from the kill to the first training row after it, and
     whether every finished epoch trained each row once (epoch_rows/epoch_digest against the
-    prepared data, job.position).
+    prepared data, job.training.position).
 
     .venv/bin/python bench/long_runs.py [--seconds 100] [--rounds 2] [--no-record]
 """
@@ -62,8 +62,8 @@ def kill_run(
 ) -> dict:
     """(b): kill one worker at a random moment after the first registered step checkpoint (Ray
     Train's controller writes checkpoint_manager_snapshot.json when it takes one in)."""
-    from job.manifest import PREPARED_DIR, part_paths, read_manifest
-    from job.position import digest_of_parts
+    from job.corpus.manifest import PREPARED_DIR, part_paths, read_manifest
+    from job.training.position import digest_of_parts
 
     run_dir = workdir / "kill"
     metrics, snapshot = run_dir / "metrics.jsonl", run_dir / "checkpoint_manager_snapshot.json"

@@ -3,7 +3,8 @@
 1. output layer + label-smoothed cross-entropy, forward + backward, 1 thread, N = 1,100 target
    tokens, D = 256: F.linear + F.cross_entropy vs model.linear_cross_entropy, V = 4k / 8k / 32k;
 2. dropout (p = 0.2) on 2,400 x 256, forward + backward: F.dropout vs model.Dropout;
-3. a whole training step (job.train.train_step, the OpenNMT-comparable model, 1 thread) in a
+3. a whole training step (job.training.worker.train_step, the OpenNMT-comparable model, 1 thread)
+in a
    fresh process with glibc's defaults vs with device.keep_freed_memory();
 4. the gradient all-reduce between 2 processes, 10 MB (default model) and 33 MB (OpenNMT-
    comparable): gloo vs distributed.SharedMemoryAllReduce;
@@ -33,8 +34,8 @@ from common import ROOT, append_section
 from train_throughput import ONMT
 
 sys.path.insert(0, str(ROOT))
-from job.batching import batch_cost, bucket, cost_matched_order
-from job.model import Dropout, linear_cross_entropy
+from job.model.batching import batch_cost, bucket, cost_matched_order
+from job.model.seq2seq import Dropout, linear_cross_entropy
 
 
 def timed(fn, reps: int) -> float:
@@ -74,12 +75,12 @@ def dropout() -> tuple[float, float]:
 STEP = r"""
 import sys, time, csv, numpy as np, torch
 sys.path.insert(0, {root!r})
-from job.batching import chunk_batches, flatten
+from job.model.batching import chunk_batches, flatten
 from job.config import load_config
-from job.device import Precision, keep_freed_memory
-from job.model import build_model
-from job.step import train_step
-from job.vocab import build_vocab
+from job.model.device import Precision, keep_freed_memory
+from job.model.seq2seq import build_model
+from job.training.step import train_step
+from job.corpus.vocab import build_vocab
 if {tuned}:
     keep_freed_memory()
 torch.set_num_threads(1)
@@ -112,7 +113,7 @@ def train_step(tuned: bool) -> float:
 def _allreduce_worker(rank: int, port: int, out) -> None:
     import torch.distributed as dist
 
-    from job.distributed import SharedMemoryAllReduce
+    from job.training.distributed import SharedMemoryAllReduce
 
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))

@@ -109,7 +109,7 @@ class PeakRSS(threading.Thread):
 
 
 def naive(checkpoint: str, sources: list[str], beam: int) -> float:
-    from job.translate import Translator
+    from job.inference.translator import Translator
 
     t = Translator.from_checkpoint(checkpoint)
     t.translate(sources[:2], beam=beam)  # warm-up
@@ -123,7 +123,7 @@ BATCH = 64  # sentences per decoding batch (--batch-size)
 
 
 def pipeline(checkpoint: str, path: str, out: str, actors: int, beam: int) -> dict:
-    from job.bulk import bulk_translate
+    from job.inference.bulk import bulk_translate
 
     shutil.rmtree(out, ignore_errors=True)
     return bulk_translate(

@@ -6,7 +6,7 @@ __all__ = ["Translation", "Translator"]
 
 def __getattr__(name):  # keep `import job` light: torch/ray load only when the API is used
     if name in __all__:
-        from job import translate
+        from job.inference import translator
 
-        return getattr(translate, name)
+        return getattr(translator, name)
     raise AttributeError(name)

@@ -5,8 +5,8 @@ Layout of a checkpoint directory:
     model.pt       model state_dict (tensors only: loaded with torch.load(weights_only=True))
     optimizer.pt   optimizer state_dict (tensors and plain values only)
     state.json     step, epoch, elapsed training time, best validation BLEU, metrics at save time,
-                   mid-epoch the position (job.position), with fp16 the GradScaler's state
-    position.npy   mid-epoch only: the epoch's done rows, one bit each (job.position)
+                   mid-epoch the position (job.training.position), with fp16 the GradScaler's state
+    position.npy   mid-epoch only: the epoch's done rows, one bit each (job.training.position)
     config.yaml    the resolved run config
     vocab/         vocab.json (+ spm.model)
 """
@@ -25,9 +25,9 @@ import yaml
 
 from job import storage
 from job.config import Config, dump_config, validate_config
+from job.corpus.vocab import VOCAB_DIR, Vocabulary
 from job.errors import CheckpointError
-from job.model import Seq2Seq, build_model
-from job.vocab import VOCAB_DIR, Vocabulary
+from job.model.seq2seq import Seq2Seq, build_model
 
 MODEL_FILE = "model.pt"
 OPTIMIZER_FILE = "optimizer.pt"

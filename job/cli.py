@@ -236,11 +236,11 @@ def _cmd_train(args) -> dict:
 
 
 def _bulk(args, task: str, output: str, reference_column: str | None = None) -> dict:
-    from job.bulk import BulkOptions, bulk_job, default_actors
     from job.checkpoint import local_checkpoint, read_checkpoint
-    from job.parts import PART_ROWS
+    from job.inference.bulk import BulkOptions, bulk_job, default_actors
+    from job.inference.outputs import PART_ROWS
+    from job.model.sampling import Sampling
     from job.runtime import init_ray
-    from job.sampling import Sampling
 
     with local_checkpoint(args.checkpoint, inference=True) as d:
         ckpt_cfg = read_checkpoint(d).cfg

@@ -5,7 +5,7 @@ One JSON object per line. Rows: `{"event": "start" | "resume", "step", ...}` whe
 start or restart; training rows (step, epoch, train_loss, lr, src_tokens, tgt_tokens,
 tokens_per_s, elapsed_s, ...) every train.log_every_steps; validation rows (valid_loss,
 valid_ppl, valid_bleu, ...) at each validation, with `epoch_rows`/`epoch_digest` at epoch ends
-(job.position); `{"event": "checkpoint", ...}` at step checkpoints not validated;
+(job.training.position); `{"event": "checkpoint", ...}` at step checkpoints not validated;
 `{"event": "early_stop", ...}`.
 """
 

@@ -16,12 +16,10 @@ import time
 import yaml
 
 from job import storage
-from job.bulk import BulkOptions, bulk_translate, default_actors
 from job.checkpoint import CONFIG_FILE, best_checkpoint
 from job.config import Config, dump_config
-from job.data import vocab_key
-from job.errors import ConfigError, DataError
-from job.manifest import (
+from job.corpus.blocks import vocab_key
+from job.corpus.manifest import (
     MANIFEST,
     PREPARED_DIR,
     VERSION,
@@ -31,10 +29,18 @@ from job.manifest import (
     what_it_was_made_from,
     write_manifest,
 )
-from job.prepare import build_vocab_on_cluster, classify_split, encode_split, sample_for, timed
+from job.corpus.prepare import (
+    build_vocab_on_cluster,
+    classify_split,
+    encode_split,
+    sample_for,
+    timed,
+)
+from job.corpus.vocab import VOCAB_DIR, Vocabulary
+from job.errors import ConfigError, DataError
+from job.inference.bulk import BulkOptions, bulk_translate, default_actors
 from job.runtime import check_shared_storage
-from job.trainer import fit
-from job.vocab import VOCAB_DIR, Vocabulary
+from job.training.trainer import fit
 
 # Keys whose change makes an existing checkpoint unusable (resume refuses them).
 CHECKPOINT_SHAPING_KEYS = ("vocab", "model")
@@ -83,7 +89,7 @@ def _check_run_dir(cfg: Config, resume: bool) -> Vocabulary | None:
 
 def prepare_data(cfg: Config, vocab: Vocabulary | None) -> tuple[dict, str, Vocabulary]:
     """The prepared data (manifest, its directory) and the vocabulary: reused when a manifest
-    matches (data.prepared, or this run's on --resume), else made (job.prepare)."""
+    matches (data.prepared, or this run's on --resume), else made (job.corpus.prepare)."""
     own = storage.join(cfg.run_dir, PREPARED_DIR)
     directory = cfg.data.prepared or own
     manifest = read_manifest(directory)

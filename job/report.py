@@ -109,9 +109,9 @@ def plot_attention(checkpoint: str, sentences: list[str], path: str) -> str | No
     import numpy as np
     import torch
 
-    from job.batching import flatten, pad
-    from job.search import greedy, max_output_length
-    from job.translate import Translator
+    from job.inference.translator import Translator
+    from job.model.batching import flatten, pad
+    from job.model.search import greedy, max_output_length
 
     t = Translator.from_checkpoint(checkpoint, device="cpu")
     if t.model.decoder.attention is None or not sentences:

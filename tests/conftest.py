@@ -10,6 +10,30 @@ DATA = ROOT / "tests" / "data"
 sys.path.insert(0, str(ROOT))
 
 
+RAY_FIXTURES = {"ray_cluster", "tiny_run"}
+
+
+def pytest_collection_modifyitems(items):
+    """A test that uses the local Ray cluster (directly or through a fixture) is an integration
+    test, whether or not its file says so: `make test-fast` (-m "not integration") starts none."""
+    for item in items:
+        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(autouse=True)
+def _no_ray_outside_integration_tests(request, monkeypatch):
+    """Outside integration tests, starting Ray in the test process fails the test at once."""
+    if request.node.get_closest_marker("integration") is None:
+        import ray
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("this test starts Ray: mark it pytest.mark.integration")
+
+        monkeypatch.setattr(ray, "init", refuse)
+    yield
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     """One real local Ray cluster shared by the integration tests of a session."""
@@ -80,8 +104,8 @@ def make_checkpoint(directory, *overrides: str) -> str:
 
     from job.checkpoint import write_checkpoint
     from job.config import load_config
-    from job.model import build_model
-    from job.vocab import build_vocab
+    from job.corpus.vocab import build_vocab
+    from job.model.seq2seq import build_model
 
     base = ["vocab.vocab_size=300", "model.embedding_dim=16", "model.hidden_size=16"]
     cfg = load_config(None, [*base, *overrides])
@@ -113,12 +137,12 @@ def write_parts(tmp_path, sizes):
 
 def epoch_rows_and_digests(run_dir: str) -> tuple[list, tuple]:
     """Each finished epoch's (epoch_rows, epoch_digest) from metrics.jsonl, and what training
-    each prepared row once gives (the rows, job.position.digest_of_parts)."""
+    each prepared row once gives (the rows, job.training.position.digest_of_parts)."""
     import json
     import os
 
-    from job.manifest import PREPARED_DIR, part_paths, read_manifest
-    from job.position import digest_of_parts
+    from job.corpus.manifest import PREPARED_DIR, part_paths, read_manifest
+    from job.training.position import digest_of_parts
 
     prepared = os.path.join(run_dir, PREPARED_DIR)
     parts = part_paths(prepared, read_manifest(prepared), "train")

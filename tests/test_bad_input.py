@@ -1,8 +1,9 @@
 """Corpora nobody cleaned, read on a real local Ray cluster: usable rows kept, every other row
 counted by reason and written to the rejects files with its file and line. read = used + rejected.
 
-Every case runs twice: the file as one piece, and cut into pieces of a few bytes (job.pieces), so
-that a piece boundary falls inside every kind of bad row: the counts must not move."""
+Every case runs twice: the file as one piece, and cut into pieces of a few bytes
+(job.corpus.pieces), so that a piece boundary falls inside every kind of bad row: the counts must
+not move."""
 
 import gzip
 import io
@@ -11,10 +12,10 @@ from dataclasses import dataclass
 import pytest
 
 from job.config import load_config
+from job.corpus.parsers import lines_of, parse_records
+from job.corpus.pieces import PIECE_BYTES
+from job.corpus.prepare import SplitData, classify_split, read_parts, read_rejects
 from job.errors import DataError
-from job.pieces import PIECE_BYTES
-from job.prepare import SplitData, classify_split, read_parts, read_rejects
-from job.reader import lines_of, parse_records
 
 from conftest import tiny_overrides
 

@@ -5,10 +5,10 @@ import torch
 
 from job.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
 from job.config import load_config
-from job.model import build_model
-from job.search import decode_ids
-from job.translate import Translator
-from job.vocab import build_vocab
+from job.corpus.vocab import build_vocab
+from job.inference.translator import Translator
+from job.model.search import decode_ids
+from job.model.seq2seq import build_model
 
 SRC = ["Save the file", "Open file", "Close the window", "Print %s"] * 10
 TGT = ["Enregistrer le fichier", "Ouvrir le fichier", "Fermer la fenêtre", "Imprimer %s"] * 10

@@ -1,4 +1,7 @@
-"""The real entry points, as a user runs them (each command starts its own local Ray cluster)."""
+"""The real entry point, as a user runs it: help, and errors that are one line. The commands'
+whole path (train, translate, evaluate) runs end to end in tests/test_submit.py (submitted to a
+two-node cluster) and tests/inference/test_bulk.py (translate killed and resumed, on an embedded
+local cluster)."""
 
 import json
 import os
@@ -7,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import DATA, ROOT, tiny_overrides
+from conftest import ROOT, tiny_overrides
 
 
 def run(*args, check=True, timeout=600):
@@ -50,6 +53,7 @@ def test_config_error_is_reported_without_traceback():
     assert "train.lr" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.integration  # the command starts a local Ray cluster first
 def test_missing_corpus_is_a_clear_error_before_training(tmp_path):
     proc = run(
         "train",
@@ -61,40 +65,10 @@ def test_missing_corpus_is_a_clear_error_before_training(tmp_path):
     assert "corpus not found" in proc.stderr and "nope.csv" in proc.stderr
 
 
+@pytest.mark.integration
 def test_missing_column_lists_the_columns(tmp_path):
     proc = run(
         "train", "--set", *tiny_overrides(tmp_path, **{"data.source_column": "src"}), check=False
     )
     assert proc.returncode == 2
     assert "'src'" in proc.stderr and "source" in proc.stderr and "target" in proc.stderr
-
-
-@pytest.mark.slow
-def test_train_translate_evaluate_end_to_end(tmp_path):
-    summary = last_json(run("train", "--set", *tiny_overrides(tmp_path)).stdout)
-    for key in ("run_dir", "best_checkpoint", "test_bleu", "test_chrf", "data"):
-        assert key in summary
-    assert summary["data"]["train"]["read"] == 500
-    ckpt = summary["best_checkpoint"]
-
-    out = tmp_path / "translations.csv"
-    res = last_json(
-        run(
-            "translate",
-            "--checkpoint",
-            ckpt,
-            "--input",
-            str(DATA / "tiny_test.csv"),
-            "--output",
-            str(out),
-        ).stdout
-    )
-    assert res["rows"] == 40 and out.exists()
-    lines = out.read_text(encoding="utf-8").splitlines()
-    assert lines[0].replace('"', "") == "id,source,translation,score,status"
-
-    ev = last_json(
-        run("evaluate", "--checkpoint", ckpt, "--input", str(DATA / "tiny_test.csv")).stdout
-    )
-    assert {"bleu", "chrf", "bleu_signature", "chrf_signature"} <= set(ev)
-    assert ev["sentences"] == 40 and ev["bleu_signature"].startswith("nrefs:1")

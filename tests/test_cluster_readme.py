@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from job.config import load_config
-from job.corpus import open_corpus
+from job.corpus.files import open_corpus
 from job.schema import ParallelFiles
 
 from conftest import ROOT, doc_commands

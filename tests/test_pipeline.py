@@ -70,7 +70,7 @@ def test_data_counts_add_up(tiny_run):
     rejected = dict(summary["data"]["train"]["rejected"])
     rejected.pop("too_long", None)  # a few tiny-corpus pairs exceed data.max_length
     assert rejected == MESSY_REASONS
-    from job.prepare import read_rejects
+    from job.corpus.prepare import read_rejects
 
     rows = read_rejects(summary["run_dir"], "train")
     assert len(rows) == sum(summary["data"]["train"]["rejected"].values())
@@ -200,38 +200,15 @@ def test_resume_refuses_a_changed_model_shape(tiny_run):
         run_train(changed, resume=True)
 
 
-def test_early_stopping_and_checkpoint_averaging(ray_cluster, tmp_path):
-    from job.pipeline import run_train
-
-    cfg = load_config(
-        None,
-        tiny_overrides(
-            tmp_path,
-            **{
-                "train.epochs": 6,
-                "train.early_stopping_patience": 1,
-                "train.average_last": 2,
-                "train.lr": 1e-9,
-                "data.test": "null",
-            },
-        ),
-    )
-    summary = run_train(cfg)
-    rows = _metrics_rows(summary["run_dir"])
-    stop = [r for r in rows if r.get("event") == "early_stop"]
-    assert stop and stop[0]["epoch"] == 2  # lr ~0: BLEU cannot improve after the first validation
-    averaged = [r for r in rows if r.get("averaged")]
-    assert len(averaged) == 1 and averaged[0]["averaged"] == 2 and "valid_bleu" in averaged[0]
-    assert summary["test_bleu"] is None
-
-
 def cfg_tmp(cfg):
     """The tmp dir a tiny run's storage_path lives in (storage_path = <tmp>/runs)."""
     return Path(cfg.storage_path).parent
 
 
-def test_train_on_line_aligned_text_files(ray_cluster, tmp_path):
-    """Train, validate and test on Moses-style pairs (corpus.en + corpus.fr.gz), no CSV."""
+def test_line_aligned_text_files_early_stopping_and_checkpoint_averaging(ray_cluster, tmp_path):
+    """Train, validate and test on Moses-style pairs (corpus.en + corpus.fr.gz), no CSV; with a
+    learning rate of ~0, validation BLEU cannot improve after the first validation, so patience 1
+    stops the run after epoch 2, and the last two checkpoints are averaged, validated and tested."""
     import gzip
 
     from job.pipeline import run_train
@@ -247,10 +224,19 @@ def test_train_on_line_aligned_text_files(ray_cluster, tmp_path):
             f"{{source: {tmp_path / f'{split}.en'}, target: {tmp_path / f'{split}.fr.gz'}}}"
         )
     overrides = {f"data.{k}": v for k, v in paths.items()}
-    cfg = load_config(
-        None, tiny_overrides(tmp_path, **overrides, **{"train.epochs": 1, "scaling.num_workers": 1})
-    )
+    policies = {
+        "train.epochs": 6,
+        "train.early_stopping_patience": 1,
+        "train.average_last": 2,
+        "train.lr": 1e-9,
+    }
+    cfg = load_config(None, tiny_overrides(tmp_path, **overrides, **policies))
     summary = run_train(cfg)
     assert summary["data"]["train"]["read"] == 500
     assert summary["data"]["train"]["path"].endswith("train.en + " + str(tmp_path / "train.fr.gz"))
     assert summary["test_sentences"] == summary["data"]["test"]["used"] == 40
+    rows = _metrics_rows(summary["run_dir"])
+    stop = [r for r in rows if r.get("event") == "early_stop"]
+    assert stop and stop[0]["epoch"] == 2
+    averaged = [r for r in rows if r.get("averaged")]
+    assert len(averaged) == 1 and averaged[0]["averaged"] == 2 and "valid_bleu" in averaged[0]
