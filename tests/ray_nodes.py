@@ -95,9 +95,10 @@ def raylet_pids() -> set[int]:
 
 
 class Cluster:
-    """`ray start` nodes of one cluster on this machine (token auth on), each node 1 CPU."""
+    """`ray start` nodes of one cluster on this machine (token auth on), each node 1 CPU.
+    `node_env`: environment variables for every node's processes (the job's driver among them)."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, node_env: dict[str, str] | None = None):
         self.temp_dir = f"/tmp/ray-submit-{uuid.uuid4().hex[:8]}"
         home = tmp_path / "home"
         home.mkdir()
@@ -107,6 +108,7 @@ class Cluster:
             PATH=f"{BIN}:{env.get('PATH', '')}",
             RAY_AUTH_MODE="token",
             PYTHONUNBUFFERED="1",
+            **(node_env or {}),
         )
         token = ray_cli("get-auth-token", "--generate", env=env).stdout.strip().splitlines()[-1]
         assert (home / ".ray" / "auth_token").exists()

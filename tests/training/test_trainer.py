@@ -26,13 +26,15 @@ def _rows(path) -> list[dict]:
 
 
 def assert_resumed_at_checkpoints(log: list[dict]) -> None:
-    """Every restart began at a checkpoint logged before it, the log kept nothing past that step,
-    and training went on from the next step."""
+    """Every restart began at a checkpoint logged before it (a step checkpoint's row, or an epoch
+    end's), the log kept nothing past that step, and training went on from the next step."""
     for i, resume in enumerate(log):
         if resume.get("event") != "resume":
             continue
         before, after = log[:i], log[i + 1 :]
-        checkpoints = [r["step"] for r in before if r.get("event") == "checkpoint"]
+        checkpoints = [
+            r["step"] for r in before if r.get("event") == "checkpoint" or "epoch_rows" in r
+        ]
         assert resume["step"] in checkpoints, (resume, checkpoints)
         assert max(r["step"] for r in before) == resume["step"], resume
         steps = [r["step"] for r in after if "train_loss" in r]
@@ -46,8 +48,13 @@ def test_a_node_lost_mid_epoch_resumes_at_its_step_checkpoint_and_the_run_grows_
     steps lost are those since it). A node joins: the run grows back to 2 workers. Every epoch is
     validated once and trains each row once, the interrupted ones too, across both resizes.
     12 epochs leave training enough after the node joins for the resize (node start-up, the
-    resize interval, a restart) to happen before the run ends."""
-    cluster = Cluster(tmp_path)
+    resize interval, a restart: about 25 s, while one worker trains an epoch in about 10 s) to
+    happen before the run ends.
+
+    After the node dies, Ray Train first tries the old size again while the dead node's CPU is
+    still listed, and falls back to what is there once RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S
+    has passed (60 s by default; 20 s here, above a worker group's start-up of about 10 s)."""
+    cluster = Cluster(tmp_path, node_env={"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "20"})
     try:
         node = cluster.add_node()
         shared = tmp_path / "shared"
