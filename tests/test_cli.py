@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from job.cli import main
+
 from conftest import ROOT, tiny_overrides
 
 
@@ -53,22 +55,17 @@ def test_config_error_is_reported_without_traceback():
     assert "train.lr" in proc.stderr and "Traceback" not in proc.stderr
 
 
-@pytest.mark.integration  # the command starts a local Ray cluster first
-def test_missing_corpus_is_a_clear_error_before_training(tmp_path):
-    proc = run(
-        "train",
-        "--set",
-        *tiny_overrides(tmp_path, **{"data.train": str(tmp_path / "nope.csv")}),
-        check=False,
-    )
-    assert proc.returncode == 2
-    assert "corpus not found" in proc.stderr and "nope.csv" in proc.stderr
+def test_missing_corpus_is_a_clear_error_before_training(ray_cluster, tmp_path, capsys):
+    """In-process on the suite's cluster (the command's own start of Ray is the same code)."""
+    argv = ["train", "--set", *tiny_overrides(tmp_path, **{"data.train": str(tmp_path / "no.csv")})]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "corpus not found" in err and "no.csv" in err
 
 
-@pytest.mark.integration
-def test_missing_column_lists_the_columns(tmp_path):
-    proc = run(
-        "train", "--set", *tiny_overrides(tmp_path, **{"data.source_column": "src"}), check=False
-    )
-    assert proc.returncode == 2
-    assert "'src'" in proc.stderr and "source" in proc.stderr and "target" in proc.stderr
+def test_missing_column_lists_the_columns(ray_cluster, tmp_path, capsys):
+    argv = ["train", "--set", *tiny_overrides(tmp_path, **{"data.source_column": "src"})]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "'src'" in err and "source" in err and "target" in err
+    assert "Traceback" not in err
