@@ -3,18 +3,20 @@
     train      read the corpus, build the vocabulary, train with Ray Train (DDP), score the
                test split
     translate  bulk-translate a corpus with a checkpoint (Ray Data): beam, n-best, sampling,
-               alignments
+               alignments; with no --input, stdin to stdout in this process (no Ray)
     score      log-probabilities of given source-target pairs (Ray Data)
     evaluate   translate a corpus with references and print BLEU / chrF with sacrebleu's signatures
     report     plots and a Markdown summary of a finished (or running) run
 
-The last line each command prints on stdout is one JSON object (for scripts and CI).
+The last line each command prints on stdout is one JSON object (for scripts and CI); translate
+from stdin prints it on stderr, stdout holding the translations alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from job.config import load_config
@@ -38,18 +40,20 @@ def _add_ray_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_output_args(p: argparse.ArgumentParser) -> None:
+def _add_output_args(p: argparse.ArgumentParser, stream: bool = False) -> None:
     p.add_argument(
         "--output",
-        required=True,
+        required=not stream,
         help="output directory of resumable parts (Parquet, or CSV with --format csv), "
-        "or one .parquet/.csv file",
+        "or one .parquet/.csv file"
+        + (" (leave out with --input to write stdout)" if stream else ""),
     )
     p.add_argument(
         "--format",
-        choices=["parquet", "csv"],
-        default="parquet",
-        help="part format for a directory output (default: parquet)",
+        choices=["parquet", "csv", *(["text", "jsonl"] if stream else [])],
+        default=None,
+        help="part format for a directory output (default: parquet)"
+        + ("; from stdin: text (default) or jsonl" if stream else ""),
     )
     p.add_argument(
         "--part-rows",
@@ -160,13 +164,17 @@ def build_parser() -> argparse.ArgumentParser:
         "translate",
         help="bulk-translate a corpus with a checkpoint",
         description="Translate every row of a CSV/TSV/Parquet/text corpus with Ray Data; writes "
-        "one output row per input row (id, source, translation, score, status) in input order.",
+        "one output row per input row (id, source, translation, score, status) in input order. "
+        "With no --input (or --input -): read sentences from stdin and write their translations "
+        "to stdout, line by line, in this process without Ray.",
     )
     p.add_argument("--checkpoint", required=True, help="checkpoint directory (local path or URI)")
     p.add_argument(
-        "--input", required=True, help="input file, directory or glob (.csv, .tsv, .parquet, .txt)"
+        "--input",
+        default=None,
+        help="input file, directory or glob (.csv, .tsv, .parquet, .txt); default: stdin",
     )
-    _add_output_args(p)
+    _add_output_args(p, stream=True)
     p.add_argument("--column", default="source", help="source text column (default: source)")
     _add_decoding_args(p)
     _add_search_args(p)
@@ -239,16 +247,11 @@ def _bulk(args, task: str, output: str, reference_column: str | None = None) -> 
     from job.checkpoint import local_checkpoint, read_checkpoint
     from job.inference.bulk import BulkOptions, bulk_job, default_actors
     from job.inference.outputs import PART_ROWS
-    from job.model.sampling import Sampling
     from job.runtime import init_ray
 
     with local_checkpoint(args.checkpoint, inference=True) as d:
         ckpt_cfg = read_checkpoint(d).cfg
-    sampling = getattr(args, "sampling", None)
-    if sampling:
-        Sampling.parse(sampling, args.temperature, args.seed)  # a bad spec fails here, in one line
-        if args.nbest > 1 or (args.beam or 1) > 1:
-            raise ConfigError("--sampling draws one translation: drop --nbest / --beam")
+    _check_sampling(args)
     if getattr(args, "alignments", False) and ckpt_cfg.model.attention == "none":
         raise ConfigError("--alignments needs a model with attention (model.attention: luong)")
     init_ray(args.address, args.verbose, args.num_cpus)
@@ -267,7 +270,7 @@ def _bulk(args, task: str, output: str, reference_column: str | None = None) -> 
         length_penalty=getattr(args, "length_penalty", None),
         max_length_ratio=getattr(args, "max_length_ratio", None),
         nbest=getattr(args, "nbest", 1),
-        sampling=sampling,
+        sampling=getattr(args, "sampling", None),
         temperature=getattr(args, "temperature", 1.0),
         seed=getattr(args, "seed", 0),
         alignments=getattr(args, "alignments", False),
@@ -277,10 +280,49 @@ def _bulk(args, task: str, output: str, reference_column: str | None = None) -> 
     return bulk_job(args.checkpoint, args.input, output, options)
 
 
+def _stream_setup(args):
+    """The Translator and decoding options for translating stdin, in this process."""
+    from job.inference.tasks import decode_options
+    from job.inference.translator import Translator
+
+    bulk_only = {"--output": args.output, "--actors": args.actors,
+                 "--part-rows": args.part_rows, "--id-column": args.id_column}  # fmt: skip
+    for flag in (f for f, value in bulk_only.items() if value is not None):
+        raise ConfigError(f"{flag} is for --input files: stdin is translated to stdout")
+    _check_sampling(args)
+    device = "cuda" if args.gpu else "cpu"
+    return Translator.from_checkpoint(args.checkpoint, device=device), decode_options(args)
+
+
+def _check_sampling(args) -> None:
+    """A bad --sampling spec, or one with n-best or beam search, fails here in one line."""
+    from job.model.sampling import Sampling
+
+    if getattr(args, "sampling", None):
+        Sampling.parse(args.sampling, args.temperature, args.seed)
+        if args.nbest > 1 or (args.beam or 1) > 1:
+            raise ConfigError("--sampling draws one translation: drop --nbest / --beam")
+
+
 RESULT_KEYS = ("output", "rows", "status", "parts", "parts_resumed", "parts_written")
 
 
-def _cmd_translate(args) -> dict:
+def _cmd_translate(args) -> dict | None:
+    if args.input in (None, "-"):
+        from job.inference.stream import translate_stream
+
+        translator, options = _stream_setup(args)
+        try:
+            summary = translate_stream(translator, options, args.format or "text")
+        except BrokenPipeError:  # the reader went away (`| head`): stop, as a pipe's end does
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            summary = {"stdout_closed": True}
+        print(json.dumps(summary), file=sys.stderr)
+        return None
+    if args.output is None:
+        raise ConfigError("translate --input needs --output (or leave out both: stdin to stdout)")
+    if args.format in ("text", "jsonl"):
+        raise ConfigError(f"--format {args.format} is for stdout: with --output, parquet or csv")
     res = _bulk(args, "translate", args.output)
     return {k: res[k] for k in RESULT_KEYS}
 
@@ -336,5 +378,6 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(line.strip() for line in str(error).splitlines())
         print(f"error: {message}", file=sys.stderr)
         return 2
-    print(json.dumps(result, default=str))
+    if result is not None:
+        print(json.dumps(result, default=str))
     return 0
