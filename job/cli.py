@@ -282,6 +282,7 @@ def _bulk(args, task: str, output: str, reference_column: str | None = None) -> 
 
 def _stream_setup(args):
     """The Translator and decoding options for translating stdin, in this process."""
+    from job.inference.stream import check_format
     from job.inference.tasks import decode_options
     from job.inference.translator import Translator
 
@@ -290,8 +291,10 @@ def _stream_setup(args):
     for flag in (f for f, value in bulk_only.items() if value is not None):
         raise ConfigError(f"{flag} is for --input files: stdin is translated to stdout")
     _check_sampling(args)
+    options = decode_options(args)
+    check_format(args.format or "text", options)  # before the checkpoint is fetched and loaded
     device = "cuda" if args.gpu else "cpu"
-    return Translator.from_checkpoint(args.checkpoint, device=device), decode_options(args)
+    return Translator.from_checkpoint(args.checkpoint, device=device), options
 
 
 def _check_sampling(args) -> None:

@@ -1,16 +1,16 @@
 """The corpus prepared once, on the cluster, into Parquet that training streams every epoch.
 
-Two passes of Ray Data tasks over the pieces of each split (job.corpus.pieces), spread over every
-CPU:
+Two passes of Ray Data tasks over the pieces of each split (job.corpus.pieces), spread over
+every CPU:
     1. read, normalise, classify: usable rows to `staging/<split>/`, rejected ones written by
        the task to `rejects/<split>/<piece>.csv`, a bounded random sample to
        `staging/sample/`, counts returned;
-    2. encode with the vocabulary (built on the driver from the sample): id lists to
+    2. encode with the vocabulary (trained once, in one Ray task, on the sample): id lists to
        `prepared/<split>/<piece>.parquet` (valid keeps its reference text), pairs over
        data.max_length to `rejects/<split>/<piece>.too_long.csv`.
-Only counts, and the sample (at most vocab.max_sentences sentences, streamed into the
-vocabulary trainer), reach the driver. The
-manifest (job.corpus.manifest) written last says what the prepared data was made from.
+Only counts reach the driver: the sample (at most vocab.max_sentences sentences) is streamed
+from its parts into the vocabulary trainer's task. The manifest (job.corpus.manifest) written
+last says what the prepared data was made from.
 """
 
 from __future__ import annotations

@@ -227,9 +227,8 @@ def _build_sentencepiece(cfg: VocabConfig, pairs, num_threads: int) -> SentenceP
             character_coverage=cfg.character_coverage,
             input_sentence_size=cfg.max_sentences,
             shuffle_input_sentence=True,
-            # Text is already NFC-normalised with collapsed whitespace
-            # (job.corpus.blocks.normalise); keep it byte-exact so detokenised output compares with
-            # raw references.
+            # Text is already NFC-normalised with collapsed whitespace (job.corpus.normalise);
+            # keep it byte-exact so detokenised output compares with raw references.
             normalization_rule_name="identity",
             byte_fallback=True,
             pad_id=PAD,
